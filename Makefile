@@ -1,0 +1,42 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   runs the main job offline
+#   make test   installs everything the tests need and runs the whole suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: install demo test lint bench-transport serve clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/sagelab demo
+
+serve: install
+	$(BIN)/sagelab serve
+
+test: install
+	$(BIN)/ruff check src tests
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+bench-transport: install
+	$(BIN)/sagelab bench transport --sessions 1 --seconds 20
+	$(BIN)/sagelab bench transport --sessions 10 --seconds 20
+	$(BIN)/sagelab bench transport --sessions 50 --seconds 20
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,3 @@
+from sagelab.cli import app
+
+app()

@@ -1,0 +1,169 @@
+"""``ScriptedAgent``: deterministic replies from recorded audio, for transport tests and load.
+
+It exercises everything a real agent does on the wire (turn-taking, streamed audio, barge-in,
+client tool calls) without a model, so its timing is the server's own. Options in the agents
+file::
+
+    backend: scripted
+    options:
+      greeting_audio: audio/greeting.wav      # spoken with first_message
+      turn_detection: {threshold_dbfs: -40, silence_ms: 500, min_speech_ms: 60}
+      replies:                                # used in order, then from the start again
+        - text: "The weather in {city} is {result}."
+          audio: audio/reply_weather.wav
+          tool_call: {name: get_weather, parameters: {city: Paris}}
+        - text: "Anything else?"
+          audio: audio/reply_else.wav
+
+``{result}`` in a reply's text is replaced by the tool result, other ``{name}`` fields by the
+tool call's parameters. Without STT the agent cannot know what was said, so a spoken turn's
+``user_transcript`` is the reply's ``user_text`` when given, else a note of the speech length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sagelab.agents.base import Agent, AgentContext, AgentTurn
+from sagelab.agents.turns import SAMPLE_RATE, EnergyTurnDetector
+from sagelab.audio import load_audio
+
+
+@dataclass(frozen=True)
+class ScriptedReply:
+    text: str
+    audio: Path | None = None
+    user_text: str | None = None
+    tool_name: str | None = None
+    tool_parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@lru_cache(maxsize=64)
+def _cached_audio(path: Path) -> np.ndarray:
+    # Shared by every session: 50 sessions must not each hold a copy of the same recording.
+    pcm = load_audio(path, rate=SAMPLE_RATE)
+    pcm.setflags(write=False)
+    return pcm
+
+
+class ScriptedAgent(Agent):
+    def __init__(
+        self,
+        ctx: AgentContext,
+        replies: list[ScriptedReply],
+        greeting_audio: Path | None,
+        detector: EnergyTurnDetector,
+    ) -> None:
+        super().__init__(ctx)
+        self.replies = replies
+        self.greeting_audio = greeting_audio
+        self.detector = detector
+        self._next_reply = 0
+        self._task: asyncio.Task[None] | None = None
+        self._speech_started_at = 0
+
+    async def start(self) -> None:
+        if self.ctx.agent.first_message:
+            self._run(self._speak(None, self.ctx.agent.first_message, self.greeting_audio))
+
+    async def on_audio(self, pcm: np.ndarray) -> None:
+        for event in self.detector.feed(pcm):
+            if event.kind == "speech_start":
+                self._speech_started_at = event.sample
+                await self._barge_in()
+            else:
+                seconds = (event.sample - self._speech_started_at) / SAMPLE_RATE
+                self._run(self._reply(None, speech_seconds=seconds))
+
+    async def on_user_message(self, text: str) -> None:
+        await self._barge_in()
+        self._run(self._reply(text, speech_seconds=None))
+
+    async def on_interrupt(self) -> None:
+        await self._barge_in()
+
+    async def close(self) -> None:
+        await self._cancel()
+
+    async def _barge_in(self) -> None:
+        await self.ctx.interrupt()
+        await self._cancel()
+
+    async def _cancel(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _run(self, coro: Any) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._task = asyncio.create_task(coro)
+
+    async def _reply(self, typed_text: str | None, speech_seconds: float | None) -> None:
+        if not self.replies:
+            return
+        reply = self.replies[self._next_reply % len(self.replies)]
+        self._next_reply += 1
+        turn = self.ctx.begin_turn()
+        if typed_text is None:
+            heard = reply.user_text or f"(speech, {speech_seconds or 0:.2f} s)"
+            await self.ctx.user_transcript(turn, heard)
+        fields: dict[str, Any] = dict(reply.tool_parameters)
+        if reply.tool_name is not None:
+            result = await self.ctx.call_tool(turn, reply.tool_name, dict(reply.tool_parameters))
+            fields["result"] = result.text if not result.is_error else f"unavailable ({result.text})"
+        text = reply.text.format_map(_Lenient(fields))
+        await self._speak(turn, text, reply.audio)
+
+    async def _speak(self, turn: AgentTurn | None, text: str, audio: Path | None) -> None:
+        turn = turn or self.ctx.begin_turn()
+        await self.ctx.agent_response(turn, text)
+        if audio is not None and not self.ctx.agent.text_only:
+            await self.ctx.agent_audio(turn, _cached_audio(audio))
+            await self.ctx.finish_audio(turn)
+
+
+class _Lenient(dict[str, Any]):
+    """Leaves unknown ``{fields}`` in a reply text as they are instead of raising."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def create(ctx: AgentContext, base_dir: Path) -> ScriptedAgent:
+    options = ctx.agent.options
+
+    def resolve(path: str | None) -> Path | None:
+        if path is None:
+            return None
+        p = Path(path)
+        p = p if p.is_absolute() else base_dir / p
+        if not p.is_file():
+            raise FileNotFoundError(f"agent {ctx.agent.id!r}: audio file {p} does not exist")
+        return p
+
+    replies = []
+    for i, item in enumerate(options.get("replies", [])):
+        if not isinstance(item, dict) or "text" not in item:
+            raise ValueError(f"agent {ctx.agent.id!r}: options.replies[{i}] needs a 'text'")
+        tool = item.get("tool_call") or {}
+        replies.append(
+            ScriptedReply(
+                text=str(item["text"]),
+                audio=resolve(item.get("audio")),
+                user_text=item.get("user_text"),
+                tool_name=tool.get("name"),
+                tool_parameters=dict(tool.get("parameters", {})),
+            )
+        )
+    detector = EnergyTurnDetector(**options.get("turn_detection", {}))
+    return ScriptedAgent(ctx, replies, resolve(options.get("greeting_audio")), detector)

@@ -1,0 +1,162 @@
+"""``sagelab``: serve, demo and bench from the command line (typer + rich)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(help="Real-time voice conversations with AI agents.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks: transport, pipeline, accuracy.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+console = Console()
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Agents file (YAML/JSON); default: bundled")
+]
+
+
+def data_dir() -> Path:
+    """The repository's ``data/`` (speech, scenarios); ``SAGELAB_DATA`` overrides it."""
+    import os
+
+    env = os.environ.get("SAGELAB_DATA")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "data" / "speech").is_dir():
+            return parent / "data"
+    return Path.cwd() / "data"
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (0 picks a free one)")] = 8765,
+    config: ConfigOpt = None,
+    max_sessions: Annotated[int | None, typer.Option(help="Concurrent session limit")] = None,
+    store: Annotated[str | None, typer.Option(help="SQLite conversation store path")] = None,
+    log_level: Annotated[str, typer.Option(help="Python log level")] = "INFO",
+) -> None:
+    """Run the bundled ConvAI-compatible server until SIGINT/SIGTERM."""
+    from sagelab.config import ConfigError, load_config
+    from sagelab.server.app import SagelabServer
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(config, host=host, port=port, max_sessions=max_sessions, store_path=store)
+    except ConfigError as exc:
+        console.print(f"[red]config error:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+    async def main() -> None:
+        server = SagelabServer(cfg)
+        await server.start()
+        console.print(
+            f"sagelab serving [bold]{', '.join(a.id for a in cfg.agents)}[/] at {server.http_url} "
+            f"(ConvAI: {server.ws_url}/v1/convai/conversation?agent_id=…)"
+        )
+        await server.serve_forever()
+
+    asyncio.run(main())
+
+
+@app.command()
+def demo(
+    config: ConfigOpt = None,
+    out: Annotated[Path, typer.Option(help="Where to write the session timeline and audio")] = Path("runs"),
+) -> None:
+    """Start the server in-process and hold a scripted voice conversation, turn by turn."""
+    from sagelab.demo import run_demo
+
+    asyncio.run(run_demo(console, config=config, out_dir=out, data=data_dir()))
+
+
+@bench_app.command("transport")
+def bench_transport(
+    sessions: Annotated[int, typer.Option(help="Concurrent sessions")] = 10,
+    seconds: Annotated[float, typer.Option(help="Seconds of audio each session streams")] = 20.0,
+    url: Annotated[str | None, typer.Option(help="Server base URL; default: start one")] = None,
+    agent_id: Annotated[str, typer.Option(help="Agent to talk to")] = "scripted",
+    speech: Annotated[Path | None, typer.Option(help="WAV the sessions speak")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object last")] = False,
+) -> None:
+    """N sessions stream real-time speech to the scripted agent; latency, errors, server load."""
+    from sagelab.bench.serverproc import ResourceSampler, ServerProcess
+    from sagelab.bench.transport import run_transport_bench, summarize
+
+    speech_path = speech or data_dir() / "speech" / "goforward.wav"
+    with Progress(
+        TextColumn("[bold]transport[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=as_json,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("sessions", total=sessions)
+
+        def run(base: str) -> list:
+            return asyncio.run(
+                run_transport_bench(
+                    base,
+                    sessions=sessions,
+                    seconds=seconds,
+                    speech_path=speech_path,
+                    agent_id=agent_id,
+                    on_done=lambda _r: progress.advance(task),
+                )
+            )
+
+        if url is None:
+            with ServerProcess(max_sessions=max(50, sessions), store_path="") as srv:
+                sampler = ResourceSampler(srv.pid).start()
+                results = run(srv.http_url)
+                sampler.stop()
+                resources = sampler.summary()
+        else:
+            results, resources = run(url), None
+    summary = summarize(results, resources)
+    summary.update({"seconds": seconds, "agent_id": agent_id})
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        _print_transport(summary)
+    if summary["errors"]:
+        raise typer.Exit(1)
+
+
+def _print_transport(s: dict) -> None:
+    table = Table(title=f"transport: {s['sessions']} sessions × {s['seconds']:g} s")
+    table.add_column("metric")
+    for col in ("p50", "p95", "p99", "max", "n"):
+        table.add_column(col, justify="right")
+    for key, label in (
+        ("ping_rtt_ms", "ping round trip (ms)"),
+        ("time_to_first_audio_ms", "time to first audio (ms)"),
+        ("setup_ms", "session set-up (ms)"),
+        ("send_lateness_ms", "client send lateness (ms)"),
+    ):
+        v = s[key]
+        table.add_row(label, *(str(v[c]) if v[c] is not None else "–" for c in ("p50", "p95", "p99", "max", "n")))
+    console.print(table)
+    console.print(f"errors: {s['errors']}" + (f" ({'; '.join(s['error_samples'])})" if s["errors"] else ""))
+    if s.get("server"):
+        cpu, rss = s["server"]["cpu_percent"], s["server"]["rss_mb"]
+        console.print(
+            f"server CPU % of one core p50/p95/max: {cpu['p50']}/{cpu['p95']}/{cpu['max']}; "
+            f"RSS MB start/max/end: {rss['start']}/{rss['max']}/{rss['end']}"
+        )
+
+
+if __name__ == "__main__":
+    app()

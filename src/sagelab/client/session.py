@@ -1,0 +1,552 @@
+"""``Session``: the async client for any ConvAI-compatible server (sagelab's or ElevenLabs').
+
+It does what a voice client must (answer pings at once, run client tools off the receive
+path, decode agent audio) and records a ``Timeline`` of every frame with monotonic timestamps
+taken at the socket edge, which is what sagelab's metrics are computed from.
+
+>>> async with Session.connect("http://127.0.0.1:8765", agent_id="scripted") as s:
+...     mark = s.mark()
+...     await s.send_audio("data/speech/goforward.wav", trailing_silence_ms=800)
+...     reply = await s.wait_for("agent_response", since=mark)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from sagelab.audio import (
+    AudioFormat,
+    RealtimeSchedule,
+    decode_to_pcm16,
+    encode_pcm16,
+    iter_chunks,
+    load_audio,
+    silence,
+)
+from sagelab.client.timeline import Timeline
+from sagelab.protocol import ProtocolError
+from sagelab.protocol import convai as wire
+
+ToolHandler = Callable[[dict[str, Any]], Any] | Callable[[dict[str, Any]], Awaitable[Any]]
+AudioInput = np.ndarray | bytes | str | Path
+ELEVENLABS_BASE_URL = "https://api.elevenlabs.io"
+
+
+class SessionError(RuntimeError):
+    """The session could not start or ended with an error; the message says why."""
+
+
+@dataclass(frozen=True)
+class SentAudio:
+    """What ``send_audio`` sent: monotonic times of the first and last frame, and lateness."""
+
+    start_ns: int
+    end_ns: int
+    duration_s: float
+    max_lateness_s: float
+
+    @property
+    def end_of_speech_ns(self) -> int:
+        return self.end_ns
+
+
+class Session:
+    """One conversation. Create with ``Session.connect(...)`` (an async context manager)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        init: dict[str, Any] | None = None,
+        tools: dict[str, ToolHandler] | None = None,
+        chunk_ms: int = 100,
+        record_audio: bool = True,
+        open_timeout: float = 10.0,
+    ) -> None:
+        self.url = url
+        self.init = init or {}
+        self.tools: dict[str, ToolHandler] = dict(tools or {})
+        self.chunk_ms = chunk_ms
+        self.open_timeout = open_timeout
+        self.timeline = Timeline(record_audio=record_audio)
+        self.conversation_id: str | None = None
+        self.input_format = AudioFormat.parse("pcm_16000")
+        self.output_format = AudioFormat.parse("pcm_16000")
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        self.last_interrupt_id = 0
+        self._ws: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._subscribers: list[asyncio.Queue[wire.ServerMessage | None]] = []
+        self._metadata = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._tool_tasks: set[asyncio.Task[None]] = set()
+        self._send_lock = asyncio.Lock()
+        self._playout_end_ns = 0
+        self._last_audio_ns = 0
+
+    # -- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def connect(
+        cls,
+        base_url: str = ELEVENLABS_BASE_URL,
+        agent_id: str = "",
+        *,
+        api_key: str | None = None,
+        requires_auth: bool = False,
+        prompt: str | None = None,
+        first_message: str | None = None,
+        language: str | None = None,
+        voice_id: str | None = None,
+        dynamic_variables: dict[str, Any] | None = None,
+        user_id: str | None = None,
+        text_only: bool = False,
+        tools: dict[str, ToolHandler] | None = None,
+        chunk_ms: int = 100,
+        record_audio: bool = True,
+    ) -> _SessionContext:
+        """Connect to ``base_url`` (http(s) like the SDK's ``base_url``, or a ws(s) URL).
+
+        With ``requires_auth`` the session first asks ``get-signed-url`` with ``api_key``, like
+        the official SDK does; that is how private ElevenLabs agents are reached.
+        """
+        override: dict[str, Any] = {}
+        agent: dict[str, Any] = {}
+        if prompt is not None:
+            agent["prompt"] = {"prompt": prompt}
+        if first_message is not None:
+            agent["first_message"] = first_message
+        if language is not None:
+            agent["language"] = language
+        if agent:
+            override["agent"] = agent
+        if voice_id is not None:
+            override["tts"] = {"voice_id": voice_id}
+        if text_only:
+            override["conversation"] = {"text_only": True}
+        init: dict[str, Any] = {
+            "type": "conversation_initiation_client_data",
+            "conversation_config_override": override,
+            "custom_llm_extra_body": {},
+            "dynamic_variables": dynamic_variables or {},
+            "source_info": {"source": "sagelab", "version": _version()},
+        }
+        if user_id is not None:
+            init["user_id"] = user_id
+
+        async def resolve_url() -> str:
+            if requires_auth:
+                return await asyncio.to_thread(fetch_signed_url, base_url, agent_id, api_key)
+            return conversation_url(base_url, agent_id)
+
+        return _SessionContext(
+            resolve_url,
+            lambda url: cls(url, init=init, tools=tools, chunk_ms=chunk_ms, record_audio=record_audio),
+        )
+
+    async def start(self) -> None:
+        """Open the socket, send the initiation message and wait for the session metadata."""
+        try:
+            self._ws = await connect(
+                self.url, open_timeout=self.open_timeout, max_size=16 * 2**20, compression=None
+            )
+        except (OSError, TimeoutError) as exc:
+            raise SessionError(f"cannot connect to {_redact(self.url)}: {exc}") from exc
+        self.timeline.add("local", "connected")
+        self._reader = asyncio.create_task(self._read_loop(), name="sagelab-session-reader")
+        await self._send_json(self.init, "conversation_initiation_client_data")
+        waiter = asyncio.create_task(self._metadata.wait())
+        closed = asyncio.create_task(self._closed.wait())
+        done, _ = await asyncio.wait(
+            {waiter, closed}, timeout=self.open_timeout, return_when="FIRST_COMPLETED"
+        )
+        waiter.cancel()
+        closed.cancel()
+        if not self._metadata.is_set():
+            error = self._last_error_text()
+            await self.close()
+            raise SessionError(
+                f"session did not start: {error or 'no conversation_initiation_metadata'}"
+                + (f" (close code {self.close_code})" if self.close_code else "")
+            )
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def mark(self) -> int:
+        """A position in the timeline; pass it as ``since=`` to wait for what comes after."""
+        return len(self.timeline)
+
+    async def send_audio(
+        self,
+        audio: AudioInput,
+        *,
+        realtime: bool = True,
+        chunk_ms: int | None = None,
+        trailing_silence_ms: int = 0,
+    ) -> SentAudio:
+        """Stream speech as ``user_audio_chunk`` frames, paced on an absolute real-time schedule.
+
+        ``audio`` is 16 kHz PCM16 (array or raw bytes) or a path to any audio file.
+        ``trailing_silence_ms`` appends silence, as a microphone would keep sending after the
+        user stops talking (servers detect the end of a turn from it).
+        """
+        pcm = _as_pcm(audio)
+        if trailing_silence_ms:
+            pcm = np.concatenate([pcm, silence(trailing_silence_ms)])
+        chunk_ms = chunk_ms or self.chunk_ms
+        schedule = RealtimeSchedule(chunk_ms / 1000)
+        start_ns = end_ns = time.monotonic_ns()
+        max_late = 0.0
+        for k, chunk in enumerate(iter_chunks(pcm, chunk_ms)):
+            if realtime:
+                await schedule.wait_async(k)
+                max_late = max(max_late, schedule.lateness(k, time.monotonic()))
+            t_ns = await self._send_audio_chunk(chunk)
+            if k == 0:
+                start_ns = t_ns
+            end_ns = t_ns
+        return SentAudio(start_ns, end_ns, len(pcm) / 16000, max_late)
+
+    async def _send_audio_chunk(self, pcm: np.ndarray) -> int:
+        payload = encode_pcm16(pcm, self.input_format)
+        frame = wire.encode_client(wire.UserAudioChunk(audio=payload))
+        async with self._send_lock:
+            t_ns = time.monotonic_ns()
+            await self._raw_send(frame)
+        self.timeline.add_audio("send", pcm, t_ns=t_ns)
+        return t_ns
+
+    async def send_text(self, text: str) -> None:
+        """A typed user turn (``user_message``)."""
+        await self._send_json({"type": "user_message", "text": text}, "user_message", text=text)
+
+    async def send_contextual_update(self, text: str) -> None:
+        await self._send_json(
+            {"type": "contextual_update", "text": text}, "contextual_update", text=text
+        )
+
+    async def send_user_activity(self) -> None:
+        await self._send_json({"type": "user_activity"}, "user_activity")
+
+    async def send_feedback(self, score: str, event_id: int) -> None:
+        await self._send_json(
+            {"type": "feedback", "score": score, "event_id": event_id}, "feedback", score=score
+        )
+
+    async def send_raw(self, frame: str | bytes) -> None:
+        """Send a frame as is: for testing how a server handles bad input."""
+        await self._raw_send(frame)
+        self.timeline.add("send", "raw", size=len(frame))
+
+    async def _send_json(self, message: dict[str, Any], kind: str, **data: Any) -> None:
+        frame = json.dumps(message)
+        async with self._send_lock:
+            t_ns = time.monotonic_ns()
+            await self._raw_send(frame)
+        self.timeline.add("send", kind, t_ns=t_ns, **data)
+
+    async def _raw_send(self, frame: str | bytes) -> None:
+        if self._ws is None:
+            raise SessionError("session is not connected")
+        try:
+            await self._ws.send(frame)
+        except ConnectionClosed as exc:
+            raise SessionError(f"session closed: {exc}") from exc
+
+    # -- receiving -------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        assert self._ws is not None
+        try:
+            async for frame in self._ws:
+                t_ns = time.monotonic_ns()
+                try:
+                    msg = wire.parse_server(frame)
+                except ProtocolError as exc:
+                    self.timeline.add("recv", "invalid_frame", t_ns=t_ns, error=str(exc))
+                    continue
+                await self._on_message(msg, t_ns)
+        except ConnectionClosed:
+            pass
+        finally:
+            ws = self._ws
+            self.close_code = ws.close_code if ws is not None else None
+            self.close_reason = ws.close_reason if ws is not None else None
+            self.timeline.add(
+                "local", "closed", code=self.close_code, reason=self.close_reason or ""
+            )
+            self._closed.set()
+            for q in self._subscribers:
+                q.put_nowait(None)
+
+    async def _on_message(self, msg: wire.ServerMessage, t_ns: int) -> None:
+        match msg:
+            case wire.Ping():
+                # Answer first, record after: the pong's timing is what the server measures.
+                with contextlib.suppress(SessionError):
+                    await self._raw_send(json.dumps({"type": "pong", "event_id": msg.event_id}))
+                self.timeline.add("recv", "ping", event_id=msg.event_id, t_ns=t_ns, ping_ms=msg.ping_ms)
+            case wire.AudioEvent():
+                pcm = decode_to_pcm16(msg.audio, self.output_format)
+                stale = msg.event_id <= self.last_interrupt_id
+                if not stale:
+                    # An ideal player that starts each chunk as soon as it can: when would the
+                    # audio received so far finish playing?
+                    duration_ns = pcm.size * 1_000_000_000 // 16_000
+                    self._playout_end_ns = max(self._playout_end_ns, t_ns) + duration_ns
+                    self._last_audio_ns = t_ns
+                self.timeline.add_audio("recv", pcm, t_ns=t_ns, event_id=msg.event_id, stale=stale)
+            case wire.ConversationInitiationMetadata():
+                self.conversation_id = msg.conversation_id
+                self.input_format = AudioFormat.parse(msg.user_input_audio_format or "pcm_16000")
+                self.output_format = AudioFormat.parse(msg.agent_output_audio_format)
+                self.timeline.add(
+                    "recv",
+                    msg.type,
+                    t_ns=t_ns,
+                    conversation_id=msg.conversation_id,
+                    agent_output_audio_format=msg.agent_output_audio_format,
+                    user_input_audio_format=msg.user_input_audio_format,
+                )
+                self._metadata.set()
+            case wire.Interruption():
+                self.last_interrupt_id = max(self.last_interrupt_id, msg.event_id)
+                self._playout_end_ns = t_ns  # a player flushes its queue on interruption
+                self.timeline.add("recv", msg.type, event_id=msg.event_id, t_ns=t_ns)
+            case wire.ClientToolCall():
+                self.timeline.add(
+                    "recv",
+                    msg.type,
+                    event_id=msg.event_id,
+                    t_ns=t_ns,
+                    tool_name=msg.tool_name,
+                    tool_call_id=msg.tool_call_id,
+                    parameters=msg.parameters,
+                )
+                task = asyncio.create_task(self._run_tool(msg))
+                self._tool_tasks.add(task)
+                task.add_done_callback(self._tool_tasks.discard)
+            case _:
+                self.timeline.add(
+                    "recv", msg.type, event_id=getattr(msg, "event_id", None), t_ns=t_ns,
+                    **_summary(msg),
+                )
+        for q in self._subscribers:
+            q.put_nowait(msg)
+
+    async def _run_tool(self, call: wire.ClientToolCall) -> None:
+        handler = self.tools.get(call.tool_name)
+        is_error = False
+        try:
+            if handler is None:
+                raise LookupError(f"Tool '{call.tool_name}' is not registered")
+            if inspect.iscoroutinefunction(handler):
+                result = await handler(dict(call.parameters))
+            else:
+                # Sync tools run in a thread so a slow one never stalls pings or audio.
+                result = await asyncio.to_thread(handler, dict(call.parameters))
+                if inspect.isawaitable(result):
+                    result = await result
+            if result is None:
+                result = f"Client tool: {call.tool_name} called successfully."
+        except Exception as exc:
+            result, is_error = str(exc), True
+        message = {
+            "type": "client_tool_result",
+            "tool_call_id": call.tool_call_id,
+            "result": result,
+            "is_error": is_error,
+        }
+        with contextlib.suppress(SessionError):
+            await self._send_json(
+                message, "client_tool_result", tool_call_id=call.tool_call_id, is_error=is_error
+            )
+
+    async def events(self) -> AsyncIterator[wire.ServerMessage]:
+        """Every server message from now until the session closes."""
+        q: asyncio.Queue[wire.ServerMessage | None] = asyncio.Queue()
+        self._subscribers.append(q)
+        try:
+            while not self._closed.is_set() or not q.empty():
+                msg = await q.get()
+                if msg is None:
+                    return
+                yield msg
+        finally:
+            self._subscribers.remove(q)
+
+    async def wait_for(
+        self,
+        type: str,
+        *,
+        since: int = 0,
+        timeout: float = 30.0,
+        predicate: Callable[[Any], bool] | None = None,
+    ) -> Any:
+        """The first timeline event of ``type`` after ``since`` (see ``mark``) that matches."""
+
+        def find(start: int) -> Any:
+            for e in self.timeline.events[start:]:
+                if e.type == type and (predicate is None or predicate(e)):
+                    return e
+            return None
+
+        deadline = time.monotonic() + timeout
+        position = since
+        while True:
+            found = find(position)
+            if found is not None:
+                return found
+            position = len(self.timeline.events)
+            if self._closed.is_set():
+                raise SessionError(
+                    f"session closed (code {self.close_code}: {self.close_reason}) "
+                    f"before a {type!r} event arrived"
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no {type!r} event within {timeout:g} s")
+            await asyncio.sleep(min(0.01, remaining))
+
+    async def wait_agent_done(self, *, quiet_s: float = 0.4, timeout: float = 60.0) -> None:
+        """Wait until the agent's audio received so far has played out and no more arrives."""
+        deadline = time.monotonic() + timeout
+        while not self._closed.is_set():
+            now = time.monotonic_ns()
+            if now >= self._playout_end_ns and now - self._last_audio_ns >= quiet_s * 1e9:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"agent still speaking after {timeout:g} s")
+            await asyncio.sleep(0.02)
+
+    async def wait_closed(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._closed.wait(), timeout)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def _last_error_text(self) -> str | None:
+        errors = self.timeline.of_type("error")
+        return errors[-1].data.get("message") if errors else None
+
+    async def close(self) -> None:
+        """End the conversation (close 1000, as the official SDK does)."""
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.close(1000, "User ended conversation")
+        if self._reader is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._reader, timeout=5)
+        for task in list(self._tool_tasks):
+            task.cancel()
+
+
+class _SessionContext:
+    """``async with Session.connect(...) as s`` and ``s = await Session.connect(...)``."""
+
+    def __init__(
+        self, resolve_url: Callable[[], Awaitable[str]], make: Callable[[str], Session]
+    ) -> None:
+        self._resolve_url = resolve_url
+        self._make = make
+        self._session: Session | None = None
+
+    async def _open(self) -> Session:
+        session = self._make(await self._resolve_url())
+        await session.start()
+        self._session = session
+        return session
+
+    def __await__(self) -> Any:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> Session:
+        return await self._open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def conversation_url(base_url: str, agent_id: str) -> str:
+    """The SDK's URL rule: http→ws, https→wss, keep any path prefix, add the ConvAI path."""
+    split = urllib.parse.urlsplit(base_url)
+    if split.path.endswith("/v1/convai/conversation") or split.query:
+        return base_url  # already a conversation URL
+    scheme = {"https": "wss", "http": "ws"}.get(split.scheme, split.scheme)
+    path = split.path.rstrip("/") + "/v1/convai/conversation"
+    query = urllib.parse.urlencode({"agent_id": agent_id}, quote_via=urllib.parse.quote)
+    return urllib.parse.urlunsplit((scheme, split.netloc, path, query, ""))
+
+
+def fetch_signed_url(base_url: str, agent_id: str, api_key: str | None) -> str:
+    """``GET /v1/convai/conversation/get-signed-url`` with ``xi-api-key``, as the SDK does."""
+    query = urllib.parse.urlencode({"agent_id": agent_id})
+    url = f"{base_url.rstrip('/')}/v1/convai/conversation/get-signed-url?{query}"
+    request = urllib.request.Request(url, headers={"xi-api-key": api_key or ""})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")[:300]
+        raise SessionError(f"get-signed-url failed with HTTP {exc.code}: {detail}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise SessionError(f"cannot reach {base_url}: {exc}") from exc
+    if "signed_url" not in body:
+        raise SessionError(f"get-signed-url answered without signed_url: {body!r}"[:300])
+    return str(body["signed_url"])
+
+
+def _as_pcm(audio: AudioInput) -> np.ndarray:
+    if isinstance(audio, np.ndarray):
+        if audio.dtype != np.int16:
+            raise TypeError(f"audio arrays must be int16 PCM at 16 kHz, got {audio.dtype}")
+        return audio.reshape(-1)
+    if isinstance(audio, bytes | bytearray):
+        if len(audio) % 2:
+            raise ValueError("raw PCM16 audio must have an even number of bytes")
+        return np.frombuffer(bytes(audio), dtype="<i2")
+    return load_audio(audio)
+
+
+def _summary(msg: Any) -> dict[str, Any]:
+    """The fields of a message worth keeping in the timeline (text, not audio)."""
+    try:
+        data = msg.model_dump(exclude_none=True)
+    except AttributeError:
+        return {}
+    data.pop("type", None)
+    data.pop("event_id", None)
+    return {k: v for k, v in data.items() if not isinstance(v, bytes | bytearray)}
+
+
+def _redact(url: str) -> str:
+    split = urllib.parse.urlsplit(url)
+    query = [
+        (k, "***" if k in ("conversation_signature", "token") else v)
+        for k, v in urllib.parse.parse_qsl(split.query)
+    ]
+    return urllib.parse.urlunsplit(split._replace(query=urllib.parse.urlencode(query)))
+
+
+def _version() -> str:
+    from sagelab import __version__
+
+    return __version__

@@ -1,0 +1,1 @@
+"""The sagelab WebSocket server: routes, sessions, auth and the conversation store."""

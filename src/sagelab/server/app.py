@@ -1,0 +1,169 @@
+"""``SagelabServer``: the bundled WebSocket server (websockets' asyncio API).
+
+One process serves the ConvAI route, the relay route and the HTTP routes on one port, so the
+official SDK can use a single ``base_url`` for both its REST and WebSocket calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+
+from sagelab.config import ServerConfig
+from sagelab.server import closecodes, convai, http
+from sagelab.server.auth import ApiKeyStore, SignedUrlSigner
+from sagelab.server.metrics import ServerMetrics
+from sagelab.server.registry import SessionRegistry
+from sagelab.server.store import ConversationStore
+
+log = logging.getLogger(__name__)
+
+
+class SagelabServer:
+    """Start with ``async with SagelabServer(config) as server:`` or ``await server.start()``."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.metrics = ServerMetrics()
+        self.registry = SessionRegistry(config.max_sessions)
+        secret = config.signing_secret or secrets.token_hex(32)
+        self.signer = SignedUrlSigner(secret.encode(), ttl_s=config.signed_url_ttl_s)
+        self.api_keys = ApiKeyStore(config.api_keys)
+        self.store: ConversationStore | None = None
+        self._server: Server | None = None
+        self._stopping: asyncio.Event | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> SagelabServer:
+        if self.config.store_path:
+            path = Path(self.config.store_path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.store = ConversationStore(path)
+        self._stopping = asyncio.Event()
+        self._server = await serve(
+            self._handle,
+            self.config.host,
+            self.config.port,
+            process_request=self._process_request,
+            # The app-level limit (max_frame_bytes) answers with an error event; this hard
+            # limit only stops a peer from making websockets buffer something absurd.
+            max_size=self.config.max_frame_bytes * 4,
+            max_queue=64,
+            subprotocols=None,
+            select_subprotocol=_select_convai_subprotocol,
+        )
+        log.info("sagelab server listening on %s", self.http_url)
+        return self
+
+    async def stop(self) -> None:
+        """Graceful: stop accepting, end sessions with 1001, flush the store."""
+        if self._server is None:
+            return
+        self.registry.accepting = False
+        self._server.close(close_connections=False)
+        await self.registry.close_all(closecodes.GOING_AWAY, "server shutting down")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._server.wait_closed(), timeout=5)
+        if self.store is not None:
+            await asyncio.to_thread(self.store.close)
+            self.store = None
+        self._server = None
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def serve_forever(self) -> None:
+        """Run until SIGINT/SIGTERM, then shut down gracefully."""
+        if self._server is None:
+            await self.start()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        assert self._stopping is not None
+        stopping = asyncio.create_task(self._stopping.wait())
+        await asyncio.wait([asyncio.create_task(stop.wait()), stopping], return_when="FIRST_COMPLETED")
+        await self.stop()
+
+    async def __aenter__(self) -> SagelabServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- addresses -------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "server not started"
+        sock = next(iter(self._server.sockets))
+        return int(sock.getsockname()[1])
+
+    @property
+    def http_url(self) -> str:
+        """The ``base_url`` for ``ElevenLabs(base_url=...)``."""
+        host = self.config.host if self.config.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return self.http_url.replace("http://", "ws://", 1)
+
+    def public_ws_base(self, host_header: str | None) -> str:
+        if self.config.public_url:
+            base = self.config.public_url.rstrip("/")
+            return base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+        return f"ws://{host_header}" if host_header else self.ws_url
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Any) -> Any:
+        return http.route(self, connection, request)
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        path = ws.request.path if ws.request else ""
+        if path.startswith("/voice-conversation"):
+            from sagelab.server import relay
+
+            await relay.handle(ws, self)
+        else:
+            await convai.handle(ws, self)
+
+
+def _select_convai_subprotocol(connection: ServerConnection, offered: Any) -> Any:
+    # Browsers fail the handshake when they asked for subprotocols and the server picks none;
+    # the ElevenLabs JS client asks for "convai".
+    return "convai" if "convai" in offered else None
+
+
+class BackgroundServer:
+    """A server on its own event loop thread, for synchronous code: notebooks, the sync SDK.
+
+    >>> with BackgroundServer(config) as server:
+    ...     ElevenLabs(base_url=server.http_url)
+    """
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.server = SagelabServer(config)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="sagelab-server")
+
+    def __enter__(self) -> SagelabServer:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(timeout=30)
+        return self.server
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()

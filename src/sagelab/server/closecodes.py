@@ -1,0 +1,17 @@
+"""Close codes the bundled server uses, and when. Documented in the README's server section.
+
+They follow the ElevenLabs contract (1000/1002/1008/1011) and RFC 6455 where the contract is
+silent (1001 going away, 1009 too big, 1013 try again later); the relay keeps its own 4000/4001.
+Before any error close, a ConvAI session gets an ``error`` event saying what went wrong.
+"""
+
+NORMAL = 1000  # the conversation ended: client or agent hung up, or max duration reached
+GOING_AWAY = 1001  # the server is shutting down
+OPERATIONAL = 1002  # idle timeout (transport_receive_timeout), pipeline error, tool failure loop
+INVALID_INPUT = 1008  # malformed frame, missing/mistyped field, bad initiation, unknown agent, auth
+TOO_BIG = 1009  # a frame larger than max_frame_bytes
+INTERNAL = 1011  # a bug in sagelab: the session ends, the server keeps serving
+TRY_AGAIN_LATER = 1013  # over capacity (max_sessions)
+
+RELAY_MISSING_DETAIL_ID = 4000
+RELAY_SESSION_FAILED = 4001

@@ -1,0 +1,419 @@
+"""The ConvAI route, ``/v1/convai/conversation``: handshake checks, initiation, receive loop.
+
+Every client frame is timestamped on arrival, size-checked, then parsed by the sans-I/O codec;
+what the codec rejects becomes an ``error`` event and close 1008, as the real service does
+("Invalid message received"), except unknown message types, which are reported and skipped so
+newer clients keep working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from sagelab.agents import BackendError, create_agent
+from sagelab.agents.base import ResolvedAgent
+from sagelab.audio import AudioFormat, decode_to_pcm16, encode_pcm16
+from sagelab.config import AgentSpec, substitute_variables
+from sagelab.protocol import ProtocolError
+from sagelab.protocol import convai as wire
+from sagelab.server import closecodes
+from sagelab.server.auth import AuthError
+from sagelab.server.conversation import Conversation
+from sagelab.server.transport import Transport
+
+if TYPE_CHECKING:
+    from sagelab.server.app import SagelabServer
+
+log = logging.getLogger(__name__)
+INITIATION_TIMEOUT_S = 10.0
+
+
+class SessionSetupError(Exception):
+    """The session cannot start; carries the close code and the reference's error type."""
+
+    def __init__(self, code: int, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.error_type, self.message = code, error_type, message
+
+
+class ConvAITransport(Transport):
+    protocol = "convai"
+
+    def __init__(self, ws: ServerConnection, server: SagelabServer, output_format: str) -> None:
+        self.ws = ws
+        self.metrics = server.metrics
+        self.output_format = AudioFormat.parse(output_format)
+
+    async def _send(self, kind: str, frame: str) -> None:
+        try:
+            await self.ws.send(frame)
+        except ConnectionClosed:
+            return
+        self.metrics.messages.labels("out", kind).inc()
+        self.metrics.bytes.labels("out").inc(len(frame))
+
+    async def send_metadata(self, conversation_id: str, input_format: str, output_format: str) -> None:
+        msg = wire.ConversationInitiationMetadata(
+            conversation_id=conversation_id,
+            agent_output_audio_format=output_format,
+            user_input_audio_format=input_format,
+        )
+        await self._send(msg.type, wire.encode_server(msg))
+
+    async def send_ping(self, event_id: int, ping_ms: int | None) -> None:
+        await self._send("ping", wire.encode_server(wire.Ping(event_id=event_id, ping_ms=ping_ms)))
+
+    async def send_user_transcript(self, text: str, event_id: int, *, tentative: bool) -> None:
+        cls = wire.TentativeUserTranscript if tentative else wire.UserTranscript
+        msg = cls(user_transcript=text, event_id=event_id)
+        await self._send(msg.type, wire.encode_server(msg))
+
+    async def send_agent_response(self, text: str, event_id: int) -> None:
+        msg = wire.AgentResponse(agent_response=text, event_id=event_id)
+        await self._send(msg.type, wire.encode_server(msg))
+
+    async def send_audio(
+        self, pcm: np.ndarray, event_id: int, alignment: dict[str, Any] | None
+    ) -> None:
+        data = encode_pcm16(pcm, self.output_format)
+        msg = wire.AudioEvent(audio=data, event_id=event_id)
+        await self._send("audio", wire.encode_server(msg))
+
+    async def send_interruption(self, event_id: int) -> None:
+        await self._send("interruption", wire.encode_server(wire.Interruption(event_id=event_id)))
+
+    async def send_correction(self, original: str, corrected: str, event_id: int) -> None:
+        msg = wire.AgentResponseCorrection(
+            original_agent_response=original, corrected_agent_response=corrected, event_id=event_id
+        )
+        await self._send(msg.type, wire.encode_server(msg))
+
+    async def send_client_tool_call(
+        self, name: str, tool_call_id: str, parameters: dict[str, Any], event_id: int
+    ) -> None:
+        msg = wire.ClientToolCall(
+            tool_name=name, tool_call_id=tool_call_id, parameters=parameters, event_id=event_id
+        )
+        await self._send(msg.type, wire.encode_server(msg))
+
+    async def send_tool_response(
+        self, name: str, tool_call_id: str, tool_type: str, is_error: bool, event_id: int
+    ) -> None:
+        msg = wire.AgentToolResponse(
+            tool_name=name,
+            tool_call_id=tool_call_id,
+            tool_type=tool_type,
+            is_error=is_error,
+            is_called=True,
+            event_id=event_id,
+        )
+        await self._send(msg.type, wire.encode_server(msg))
+
+    async def send_vad_score(self, score: float) -> None:
+        await self._send("vad_score", wire.encode_server(wire.VadScore(vad_score=score)))
+
+    async def send_error(self, code: int, error_type: str, message: str) -> None:
+        msg = wire.ErrorEvent(code=code, error_type=error_type, message=message)
+        await self._send("error", wire.encode_server(msg))
+
+    async def close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close(code, reason)
+
+
+async def reject(ws: ServerConnection, server: SagelabServer, err: SessionSetupError) -> None:
+    """Refuse a session before it exists: an ``error`` event, then the documented close."""
+    server.metrics.errors.labels(err.error_type).inc()
+    frame = wire.encode_server(
+        wire.ErrorEvent(code=err.code, error_type=err.error_type, message=err.message)
+    )
+    with contextlib.suppress(ConnectionClosed):
+        await ws.send(frame)
+    with contextlib.suppress(Exception):
+        await ws.close(err.code, err.message[:120])
+
+
+def resolve_agent(spec: AgentSpec, init: wire.ConversationInitiationClientData) -> ResolvedAgent:
+    """Apply the session's overrides and dynamic variables to the agent from the agents file."""
+    override = init.conversation_config_override
+    agent_o = override.agent if override is not None else None
+    tts_o = override.tts if override is not None else None
+    requested: dict[str, Any] = {}
+    if agent_o is not None:
+        if agent_o.prompt is not None and agent_o.prompt.prompt is not None:
+            requested["prompt"] = agent_o.prompt.prompt
+        if agent_o.first_message is not None:
+            requested["first_message"] = agent_o.first_message
+        if agent_o.language is not None:
+            requested["language"] = agent_o.language
+    if tts_o is not None and tts_o.voice_id is not None:
+        requested["voice"] = tts_o.voice_id
+    refused = sorted(set(requested) - set(spec.allowed_overrides))
+    if refused:
+        raise SessionSetupError(
+            closecodes.INVALID_INPUT,
+            "override_error",
+            f"Override for field(s) {', '.join(refused)} not allowed by agent {spec.id!r}; "
+            f"allowed: {', '.join(spec.allowed_overrides) or 'none'}",
+        )
+    variables = dict(init.dynamic_variables or {})
+    prompt = requested.get("prompt", spec.prompt)
+    first = requested.get("first_message", spec.first_message)
+    try:
+        prompt = substitute_variables(prompt, variables)
+        first = substitute_variables(first, variables)
+    except KeyError as exc:
+        raise SessionSetupError(
+            closecodes.INVALID_INPUT,
+            "missing_dynamic_variable",
+            f"Missing required dynamic variable {exc.args[0]!r}: pass it in "
+            "conversation_initiation_client_data.dynamic_variables",
+        ) from None
+    return ResolvedAgent(
+        id=spec.id,
+        name=spec.name,
+        prompt=prompt,
+        first_message=first,
+        language=requested.get("language", spec.language),
+        voice=requested.get("voice", spec.voice),
+        tools=tuple(spec.tools),
+        backend=spec.backend,
+        options=spec.options,
+        input_format=spec.input_format,
+        output_format=spec.output_format,
+        dynamic_variables=variables,
+        text_only=init.text_only,
+    )
+
+
+def _query(path: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(path).query, keep_blank_values=True).items()}
+
+
+async def _receive_initiation(
+    ws: ServerConnection, server: SagelabServer
+) -> wire.ConversationInitiationClientData:
+    try:
+        frame = await asyncio.wait_for(ws.recv(), timeout=INITIATION_TIMEOUT_S)
+    except TimeoutError:
+        raise SessionSetupError(
+            closecodes.INVALID_INPUT,
+            "missing_fields",
+            f"no conversation_initiation_client_data within {INITIATION_TIMEOUT_S:g} s",
+        ) from None
+    server.metrics.bytes.labels("in").inc(len(frame))
+    try:
+        msg = wire.parse_client(frame)
+    except ProtocolError as exc:
+        raise SessionSetupError(closecodes.INVALID_INPUT, exc.error_type, str(exc)) from None
+    if not isinstance(msg, wire.ConversationInitiationClientData):
+        raise SessionSetupError(
+            closecodes.INVALID_INPUT,
+            "invalid_message",
+            f"the first message must be conversation_initiation_client_data, got {msg.type}",
+        )
+    server.metrics.messages.labels("in", msg.type).inc()
+    return msg
+
+
+async def handle(ws: ServerConnection, server: SagelabServer) -> None:
+    """Serve one ConvAI WebSocket from handshake to close."""
+    query = _query(ws.request.path if ws.request else "")
+    agent_id = query.get("agent_id", "")
+    spec = server.config.agent(agent_id)
+    if spec is None:
+        known = ", ".join(a.id for a in server.config.agents)
+        await reject(
+            ws,
+            server,
+            SessionSetupError(
+                closecodes.INVALID_INPUT,
+                "agent_not_found",
+                f"unknown agent_id {agent_id!r}; this server has: {known}",
+            ),
+        )
+        return
+    if spec.requires_auth:
+        try:
+            server.signer.verify(query.get("conversation_signature", ""), agent_id, consume=True)
+        except AuthError as exc:
+            await reject(
+                ws,
+                server,
+                SessionSetupError(
+                    closecodes.INVALID_INPUT,
+                    "authentication_error",
+                    f"agent {agent_id!r} requires a signed URL "
+                    f"(GET /v1/convai/conversation/get-signed-url): {exc.reason}",
+                ),
+            )
+            return
+    if not server.registry.reserve():
+        await reject(
+            ws,
+            server,
+            SessionSetupError(
+                closecodes.TRY_AGAIN_LATER,
+                "capacity_exceeded",
+                f"server is at its limit of {server.config.max_sessions} concurrent sessions; "
+                "retry later or raise max_sessions",
+            ),
+        )
+        return
+    try:
+        await _serve_reserved(ws, server, spec)
+    finally:
+        server.registry.release()
+
+
+async def _serve_reserved(ws: ServerConnection, server: SagelabServer, spec: AgentSpec) -> None:
+    try:
+        init = await _receive_initiation(ws, server)
+        agent = resolve_agent(spec, init)
+    except SessionSetupError as err:
+        await reject(ws, server, err)
+        return
+    except ConnectionClosed:
+        return
+    conversation_id = f"conv_{uuid.uuid4().hex[:20]}"
+    transport = ConvAITransport(ws, server, agent.output_format)
+    conv = Conversation(
+        conversation_id=conversation_id,
+        agent=agent,
+        transport=transport,
+        config=server.config,
+        metrics=server.metrics,
+        store=server.store,
+    )
+    try:
+        backend = create_agent(conv, server.config.base_dir)
+    except (BackendError, FileNotFoundError, ValueError, TypeError) as exc:
+        await reject(
+            ws,
+            server,
+            SessionSetupError(closecodes.OPERATIONAL, "cascade_brain_error", str(exc)),
+        )
+        return
+    if server.store is not None:
+        server.store.start_conversation(
+            conversation_id,
+            agent_id=agent.id,
+            protocol="convai",
+            user_id=init.user_id,
+            metadata={
+                "overrides": init.conversation_config_override.model_dump(exclude_none=True)
+                if init.conversation_config_override is not None
+                else {},
+                "dynamic_variables": agent.dynamic_variables,
+                "source_info": init.source_info.model_dump(exclude_none=True)
+                if init.source_info is not None
+                else None,
+            },
+        )
+    server.registry.add(conv)
+    server.metrics.sessions.labels("convai", agent.id).inc()
+    server.metrics.active_sessions.labels("convai").inc()
+    try:
+        await conv.start(backend)
+        await _receive_loop(ws, server, conv)
+    except ConnectionClosed:
+        pass
+    except Exception as exc:  # a bug must end this session only, never the server
+        log.exception("session %s crashed", conversation_id)
+        await conv.close(closecodes.INTERNAL, f"internal error: {exc}", error_type="unknown_websocket_crash")
+    finally:
+        if not conv.closed:
+            code = ws.close_code if ws.close_code is not None else closecodes.NORMAL
+            await conv.close(code, "client disconnected" if code != 1000 else "client ended the conversation")
+        server.registry.remove(conv)
+        server.metrics.active_sessions.labels("convai").dec()
+
+
+async def _receive_loop(ws: ServerConnection, server: SagelabServer, conv: Conversation) -> None:
+    input_format = AudioFormat.parse(conv.agent.input_format)
+    limit = server.config.max_frame_bytes
+    metrics = server.metrics
+    backend = conv.backend
+    assert backend is not None
+    async for frame in ws:
+        received_at = time.monotonic()
+        size = len(frame)
+        metrics.bytes.labels("in").inc(size)
+        if size > limit:
+            await conv.close(
+                closecodes.TOO_BIG,
+                f"message of {size} bytes exceeds the limit of {limit} bytes; "
+                "send audio in smaller chunks (250 ms of 16 kHz PCM is 8000 bytes)",
+                error_type="message_too_large",
+            )
+            return
+        try:
+            msg = wire.parse_client(frame)
+        except ProtocolError as exc:
+            if exc.error_type == "unknown_message_type":
+                metrics.errors.labels(exc.error_type).inc()
+                await conv.transport.send_error(closecodes.INVALID_INPUT, exc.error_type, str(exc))
+                continue
+            await conv.close(closecodes.INVALID_INPUT, f"Invalid message received: {exc}", error_type=exc.error_type)
+            return
+        metrics.messages.labels("in", msg.type).inc()
+        match msg:
+            case wire.UserAudioChunk():
+                try:
+                    pcm = decode_to_pcm16(msg.audio, input_format)
+                except ValueError as exc:
+                    await conv.close(
+                        closecodes.INVALID_INPUT,
+                        f"user_audio_chunk is not valid {input_format.name} audio: {exc}",
+                        error_type="value_error",
+                    )
+                    return
+                conv.touch()
+                await conv.run_backend(backend.on_audio(pcm))
+            case wire.Pong():
+                conv.on_pong(msg.event_id, received_at)
+            case wire.UserMessage():
+                conv.touch()
+                if msg.text:
+                    await conv.run_backend(backend.on_user_message(msg.text))
+            case wire.MultimodalMessage():
+                conv.touch()
+                text = msg.user_text
+                if text:
+                    await conv.run_backend(backend.on_user_message(text))
+            case wire.ContextualUpdate():
+                await conv.run_backend(backend.on_contextual_update(msg.text, msg.context_id))
+            case wire.UserActivity():
+                conv.touch()
+                await conv.run_backend(backend.on_user_activity())
+            case wire.ClientToolResult():
+                if not conv.on_tool_result(msg.tool_call_id, msg.result, msg.is_error):
+                    await conv.transport.send_error(
+                        closecodes.INVALID_INPUT,
+                        "value_error",
+                        f"client_tool_result for unknown or expired tool_call_id {msg.tool_call_id!r} ignored",
+                    )
+            case wire.Feedback():
+                if server.store is not None:
+                    server.store.add_feedback(conv.conversation_id, event_id=msg.event_id, score=msg.score)
+            case wire.ConversationInitiationClientData():
+                await conv.close(
+                    closecodes.INVALID_INPUT,
+                    "conversation_initiation_client_data may only be sent once, as the first message",
+                    error_type="invalid_message",
+                )
+                return
+            case _:
+                pass  # messages sagelab accepts but has nothing to do with (MCP approvals)
+        if conv.closed:
+            return

@@ -1,0 +1,62 @@
+"""What the conversation core sends, independent of the wire protocol.
+
+The core speaks in ConvAI terms (the richer protocol); each ``Transport`` renders those events
+for its protocol, and converts the core's 16 kHz PCM to the client's audio format at the edge.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import numpy as np
+
+
+class Transport(abc.ABC):
+    """One connected client. Implementations must never raise on a closed socket."""
+
+    protocol: str
+
+    @abc.abstractmethod
+    async def send_metadata(self, conversation_id: str, input_format: str, output_format: str) -> None:
+        ...
+
+    @abc.abstractmethod
+    async def send_ping(self, event_id: int, ping_ms: int | None) -> None: ...
+
+    @abc.abstractmethod
+    async def send_user_transcript(self, text: str, event_id: int, *, tentative: bool) -> None:
+        ...
+
+    @abc.abstractmethod
+    async def send_agent_response(self, text: str, event_id: int) -> None: ...
+
+    @abc.abstractmethod
+    async def send_audio(
+        self, pcm: np.ndarray, event_id: int, alignment: dict[str, Any] | None
+    ) -> None: ...
+
+    @abc.abstractmethod
+    async def send_interruption(self, event_id: int) -> None: ...
+
+    @abc.abstractmethod
+    async def send_correction(self, original: str, corrected: str, event_id: int) -> None: ...
+
+    @abc.abstractmethod
+    async def send_client_tool_call(
+        self, name: str, tool_call_id: str, parameters: dict[str, Any], event_id: int
+    ) -> None: ...
+
+    @abc.abstractmethod
+    async def send_tool_response(
+        self, name: str, tool_call_id: str, tool_type: str, is_error: bool, event_id: int
+    ) -> None: ...
+
+    @abc.abstractmethod
+    async def send_vad_score(self, score: float) -> None: ...
+
+    @abc.abstractmethod
+    async def send_error(self, code: int, error_type: str, message: str) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self, code: int, reason: str) -> None: ...
