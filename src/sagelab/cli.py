@@ -50,7 +50,9 @@ def serve(
     from sagelab.config import ConfigError, load_config
     from sagelab.server.app import SagelabServer
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         cfg = load_config(config, host=host, port=port, max_sessions=max_sessions, store_path=store)
     except ConfigError as exc:
@@ -72,7 +74,9 @@ def serve(
 @app.command()
 def demo(
     config: ConfigOpt = None,
-    out: Annotated[Path, typer.Option(help="Where to write the session timeline and audio")] = Path("runs"),
+    out: Annotated[Path, typer.Option(help="Where to write the session timeline and audio")] = Path(
+        "runs"
+    ),
 ) -> None:
     """Start the server in-process and hold a scripted voice conversation, turn by turn."""
     from sagelab.demo import run_demo
@@ -141,15 +145,21 @@ def _print_transport(s: dict) -> None:
     for col in ("p50", "p95", "p99", "max", "n"):
         table.add_column(col, justify="right")
     for key, label in (
-        ("ping_rtt_ms", "ping round trip (ms)"),
+        ("ping_rtt_ms", "ping round trip, ConvAI ping_ms (ms)"),
+        ("ws_rtt_ms", "WebSocket ping frame round trip (ms)"),
         ("time_to_first_audio_ms", "time to first audio (ms)"),
         ("setup_ms", "session set-up (ms)"),
         ("send_lateness_ms", "client send lateness (ms)"),
     ):
         v = s[key]
-        table.add_row(label, *(str(v[c]) if v[c] is not None else "–" for c in ("p50", "p95", "p99", "max", "n")))
+        table.add_row(
+            label,
+            *(str(v[c]) if v[c] is not None else "–" for c in ("p50", "p95", "p99", "max", "n")),
+        )
     console.print(table)
-    console.print(f"errors: {s['errors']}" + (f" ({'; '.join(s['error_samples'])})" if s["errors"] else ""))
+    console.print(
+        f"errors: {s['errors']}" + (f" ({'; '.join(s['error_samples'])})" if s["errors"] else "")
+    )
     if s.get("server"):
         cpu, rss = s["server"]["cpu_percent"], s["server"]["rss_mb"]
         console.print(

@@ -44,18 +44,21 @@ class TurnReport:
 async def _speak_and_listen(session: Session, wav: Path, said: str) -> TurnReport:
     mark = session.mark()
     sent = await session.send_audio(wav, trailing_silence_ms=900)
-    speech_end_ns = sent.end_ns - 900 * 1_000_000  # the silence is a mic left open, not speech
     reply = await session.wait_for("agent_response", since=mark, timeout=30)
     first = await session.wait_for(
         "audio", since=mark, timeout=30, predicate=lambda e: (e.event_id or 0) >= reply.event_id
     )
     await session.wait_agent_done()
-    return _report(session, mark, said, reply, (first.t_ns - speech_end_ns) / 1e6)
+    return _report(session, mark, said, reply, (first.t_ns - sent.speech_end_ns) / 1e6)
 
 
-def _report(session: Session, mark: int, said: str, reply: Any, first_ms: float | None) -> TurnReport:
+def _report(
+    session: Session, mark: int, said: str, reply: Any, first_ms: float | None
+) -> TurnReport:
     events = session.timeline.events[mark:]
-    heard = next((e.data.get("user_transcript", "") for e in events if e.type == "user_transcript"), "")
+    heard = next(
+        (e.data.get("user_transcript", "") for e in events if e.type == "user_transcript"), ""
+    )
     tools = "; ".join(
         f"{e.data['tool_name']}({', '.join(f'{k}={v!r}' for k, v in e.data['parameters'].items())})"
         for e in events
@@ -97,8 +100,10 @@ async def run_demo(console: Console, *, config: Path | None, out_dir: Path, data
             barge = session.mark()
             sent = await session.send_audio(speech / "cards_002.wav", trailing_silence_ms=900)
             interruption = await session.wait_for("interruption", since=barge, timeout=10)
-            correction = await session.wait_for("agent_response_correction", since=barge, timeout=10)
-            latency_ms = (interruption.t_ns - sent.start_ns) / 1e6
+            correction = await session.wait_for(
+                "agent_response_correction", since=barge, timeout=10
+            )
+            latency_ms = (interruption.t_ns - sent.speech_start_ns) / 1e6
             reports.append(
                 TurnReport(
                     "(talks over the agent)",
@@ -125,7 +130,9 @@ async def _sleep(seconds: float) -> None:
 
 
 def _print_turn(console: Console, r: TurnReport) -> None:
-    console.print(f"[green]user[/]: {r.said}" + (f"  [dim](transcript: {r.heard})[/]" if r.heard else ""))
+    console.print(
+        f"[green]user[/]: {r.said}" + (f"  [dim](transcript: {r.heard})[/]" if r.heard else "")
+    )
     if r.tools:
         console.print(f"[magenta]tool[/]: {r.tools}")
     latency = f"  [dim]{r.first_audio_ms:.0f} ms to first audio[/]" if r.first_audio_ms else ""

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from sagelab.client import Session
 from sagelab.server import closecodes
@@ -28,26 +30,49 @@ async def _open(server, agent_id: str = "scripted", init: str | None = INIT):  #
 async def _error_and_close(ws) -> tuple[dict, int | None]:  # type: ignore[no-untyped-def]
     """Read until the server closes; return the last error event and the close code."""
     error: dict = {}
-    async for frame in ws:
-        msg = json.loads(frame)
-        if msg["type"] == "error":
-            error = msg["error_event"]
+    with contextlib.suppress(ConnectionClosed):
+        async for frame in ws:
+            msg = json.loads(frame)
+            if msg["type"] == "error":
+                error = msg["error_event"]
     return error, ws.close_code
 
 
 BAD_FRAMES = [
     ("not json", "{not json", "invalid_message", "$"),
     ("json array", "[1, 2]", "invalid_message", "$"),
-    ("missing tool_call_id", json.dumps({"type": "client_tool_result", "result": "x"}), "missing_fields", "tool_call_id"),
-    ("mistyped event_id", json.dumps({"type": "pong", "event_id": "seven"}), "value_error", "event_id"),
-    ("invalid base64", json.dumps({"user_audio_chunk": "@@not-base64@@"}), "value_error", "user_audio_chunk"),
-    ("odd pcm length", json.dumps({"user_audio_chunk": base64.b64encode(b"\x00\x01\x02").decode()}), "value_error", "user_audio_chunk"),
+    (
+        "missing tool_call_id",
+        json.dumps({"type": "client_tool_result", "result": "x"}),
+        "missing_fields",
+        "tool_call_id",
+    ),
+    (
+        "mistyped event_id",
+        json.dumps({"type": "pong", "event_id": "seven"}),
+        "value_error",
+        "event_id",
+    ),
+    (
+        "invalid base64",
+        json.dumps({"user_audio_chunk": "@@not-base64@@"}),
+        "value_error",
+        "user_audio_chunk",
+    ),
+    (
+        "odd pcm length",
+        json.dumps({"user_audio_chunk": base64.b64encode(b"\x00\x01\x02").decode()}),
+        "value_error",
+        "user_audio_chunk",
+    ),
     ("binary frame", b"\x00\x01binary", "invalid_message", "$"),
     ("second initiation", INIT, "invalid_message", "conversation_initiation_client_data"),
 ]
 
 
-@pytest.mark.parametrize(("name", "frame", "error_type", "field"), BAD_FRAMES, ids=[b[0] for b in BAD_FRAMES])
+@pytest.mark.parametrize(
+    ("name", "frame", "error_type", "field"), BAD_FRAMES, ids=[b[0] for b in BAD_FRAMES]
+)
 async def test_malformed_frame_gets_error_event_and_1008(server, name, frame, error_type, field):
     ws = await _open(server)
     await ws.send(frame)
@@ -125,7 +150,10 @@ async def test_missing_dynamic_variable_is_refused(server):
 
 async def test_over_capacity_gets_1013(server):
     server.registry.max_sessions = 2
-    async with Session.connect(server.http_url, "scripted"), Session.connect(server.http_url, "scripted"):
+    async with (
+        Session.connect(server.http_url, "scripted"),
+        Session.connect(server.http_url, "scripted"),
+    ):
         ws = await connect(f"{server.ws_url}/v1/convai/conversation?agent_id=scripted")
         error, code = await _error_and_close(ws)
         assert code == closecodes.TRY_AGAIN_LATER
@@ -144,7 +172,9 @@ async def test_client_vanishing_mid_turn_loses_nothing(server, speech_dir):
         doomed = await Session.connect(server.http_url, "scripted")
         await doomed.wait_for("agent_response", timeout=5)
         await doomed.send_text("hello")
-        await doomed.wait_for("agent_response", since=1, predicate=lambda e: "heard" in e.data["agent_response"])
+        await doomed.wait_for(
+            "agent_response", since=1, predicate=lambda e: "heard" in e.data["agent_response"]
+        )
         doomed_id = doomed.conversation_id
         # Halfway through an utterance, the TCP connection is gone (no close frame).
         task = asyncio.create_task(doomed.send_audio(speech_dir / "goforward.wav"))

@@ -44,7 +44,9 @@ async def test_metrics_are_prometheus_text_with_session_and_message_counts(serve
     async with Session.connect(server.http_url, "scripted") as s:
         await s.wait_for("agent_response", timeout=5)
         await s.send_text("hello")
-        await s.wait_for("agent_response", since=2, predicate=lambda e: "heard" in e.data["agent_response"])
+        await s.wait_for(
+            "agent_response", since=2, predicate=lambda e: "heard" in e.data["agent_response"]
+        )
     status, body, ctype = await _aget(f"{server.http_url}/metrics")
     text = body.decode()
     assert status == 200 and ctype.startswith("text/plain")
@@ -74,12 +76,16 @@ async def test_signed_url_needs_a_key_and_a_known_agent(keyed_server):
     status, body, _ = await _aget(f"{base}?agent_id=scripted", {"xi-api-key": "sk-1"})
     url = json.loads(body)["signed_url"]
     assert status == 200
-    assert url.startswith(f"{keyed_server.ws_url}/v1/convai/conversation?agent_id=scripted&conversation_signature=")
+    assert url.startswith(
+        f"{keyed_server.ws_url}/v1/convai/conversation?agent_id=scripted&conversation_signature="
+    )
 
 
 async def test_signed_url_is_single_use(keyed_server):
     keyed_server.config.agents[0].requires_auth = True
-    async with Session.connect(keyed_server.http_url, "scripted", api_key="sk-1", requires_auth=True) as s:
+    async with Session.connect(
+        keyed_server.http_url, "scripted", api_key="sk-1", requires_auth=True
+    ) as s:
         await s.wait_for("agent_response", timeout=5)
         url = s.url
     from sagelab.client import SessionError

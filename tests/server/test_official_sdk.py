@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from elevenlabs.client import AsyncElevenLabs, ElevenLabs
 from elevenlabs.conversational_ai.conversation import (
-    AsyncAudioInterface,
     AsyncConversation,
     AudioInterface,
     ClientTools,
@@ -72,7 +71,10 @@ def _wait(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-
 def test_sync_sdk_conversation_with_tools_callbacks_and_latency(bg_server, speech_dir):
     """Spoken turns in, transcripts/responses/latency out, a client tool answered."""
     mic = WavMicrophone(
-        [(5.0, load_audio(speech_dir / "goforward.wav")), (13.0, load_audio(speech_dir / "cards_001.wav"))],
+        [
+            (5.0, load_audio(speech_dir / "goforward.wav")),
+            (13.0, load_audio(speech_dir / "cards_001.wav")),
+        ],
         total_s=25.0,
     )
     tools = ClientTools()
@@ -86,7 +88,6 @@ def test_sync_sdk_conversation_with_tools_callbacks_and_latency(bg_server, speec
     responses: list[str] = []
     transcripts: list[str] = []
     latencies: list[int] = []
-    ended = threading.Event()
     conv = Conversation(
         ElevenLabs(api_key="unused", base_url=bg_server.http_url),
         "scripted",
@@ -96,7 +97,6 @@ def test_sync_sdk_conversation_with_tools_callbacks_and_latency(bg_server, speec
         callback_agent_response=responses.append,
         callback_user_transcript=transcripts.append,
         callback_latency_measurement=latencies.append,
-        callback_end_session=ended.set,
     )
     conv.start_session()
     try:

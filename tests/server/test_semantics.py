@@ -3,30 +3,38 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from sagelab.client import Session
 
 
 async def test_metadata_first_exactly_once_and_event_ids_increase_per_turn(server):
-    async with Session.connect(server.http_url, "scripted", tools={"get_weather": lambda p: "warm"}) as s:
+    async with Session.connect(
+        server.http_url, "scripted", tools={"get_weather": lambda p: "warm"}
+    ) as s:
         for text in ("one", "two", "three"):
             mark = s.mark()
             await s.send_text(text)
-            await s.wait_for("agent_response", since=mark, timeout=10)
-            await s.wait_agent_done()
-        await asyncio.sleep(0.5)
+            reply = await s.wait_for("agent_response", since=mark, timeout=10)
+            await s.wait_for(
+                "audio", since=mark, predicate=lambda e, r=reply: e.event_id == r.event_id
+            )
+            if text != "three":
+                await s.wait_agent_done()
     received = [e for e in s.timeline.events if e.direction == "recv"]
     assert received[0].type == "conversation_initiation_metadata"
     assert sum(e.type == "conversation_initiation_metadata" for e in received) == 1
     turns = [e for e in received if e.type == "agent_response"]
     ids = [e.event_id for e in turns]
     assert ids == sorted(ids) and len(set(ids)) == len(ids), ids
-    # Every frame of a turn carries the turn's id: audio, tool call and response agree.
-    for turn in turns:
-        audio_ids = {e.event_id for e in received if e.type == "audio" and e.event_id == turn.event_id}
+    # Every audio frame between a turn's response and the next one carries the turn's id.
+    positions = [received.index(t) for t in turns] + [len(received)]
+    for turn, start, end in zip(turns, positions, positions[1:], strict=False):
+        audio_ids = {e.event_id for e in received[start:end] if e.type == "audio"}
         assert audio_ids == {turn.event_id}
     tool_call = next(e for e in received if e.type == "client_tool_call")
     assert tool_call.event_id == ids[2]
@@ -46,7 +54,9 @@ async def test_ping_ms_is_null_first_then_the_measured_round_trip(server):
 
 
 async def test_interruption_then_next_turn_has_a_higher_id(server, speech_dir):
-    async with Session.connect(server.http_url, "scripted", tools={"get_weather": lambda p: "ok"}) as s:
+    async with Session.connect(
+        server.http_url, "scripted", tools={"get_weather": lambda p: "ok"}
+    ) as s:
         for text in ("first", "second"):
             mark = s.mark()
             await s.send_text(text)
@@ -66,7 +76,8 @@ async def test_interruption_then_next_turn_has_a_higher_id(server, speech_dir):
     assert interruption.event_id == long.event_id
     assert after.event_id > interruption.event_id
     stale = [
-        e for e in s.timeline.events[s.timeline.events.index(interruption):]
+        e
+        for e in s.timeline.events[s.timeline.events.index(interruption) :]
         if e.type == "audio" and e.event_id <= interruption.event_id
     ]
     assert stale == [], "audio of the interrupted turn arrived after the interruption"
@@ -76,7 +87,9 @@ async def test_interruption_then_next_turn_has_a_higher_id(server, speech_dir):
 
     server.store.flush()
     stored = server.store.get_conversation(s.conversation_id)
-    cut = next(t for t in stored["turns"] if t["event_id"] == long.event_id and t["role"] == "agent")
+    cut = next(
+        t for t in stored["turns"] if t["event_id"] == long.event_id and t["role"] == "agent"
+    )
     assert cut["interrupted"] and cut["corrected_text"] == heard
 
 
@@ -118,10 +131,12 @@ async def test_unanswered_client_tool_times_out_and_the_turn_goes_on(server):
     async with Session.connect(server.http_url, "scripted") as s:  # registers no tools…
         s.tools.clear()
         s._run_tool = _ignore  # type: ignore[method-assign]  # …and never answers
-        for text in ("one", "two"):
-            mark = s.mark()
-            await s.send_text(text)
-        reply = await s.wait_for("agent_response", since=mark, timeout=5)
+        await s.send_text("one")
+        await s.wait_for("agent_response", predicate=lambda e: "heard" in e.data["agent_response"])
+        await s.send_text("two")
+        reply = await s.wait_for(
+            "agent_response", timeout=5, predicate=lambda e: "looked" in e.data["agent_response"]
+        )
     assert "unavailable" in reply.data["agent_response"]
     assert "did not answer within 0.5 s" in reply.data["agent_response"]
 
@@ -135,11 +150,13 @@ async def test_idle_session_is_closed_with_a_reason(server):
     ws = await connect(f"{server.ws_url}/v1/convai/conversation?agent_id=scripted")
     await ws.send(json.dumps({"type": "conversation_initiation_client_data"}))
     error = None
-    async for frame in ws:
-        msg = json.loads(frame)
-        if msg["type"] == "ping":
-            await ws.send(json.dumps({"type": "pong", "event_id": msg["ping_event"]["event_id"]}))
-        if msg["type"] == "error":
-            error = msg["error_event"]
+    with contextlib.suppress(ConnectionClosed):
+        async for frame in ws:
+            msg = json.loads(frame)
+            if msg["type"] == "ping":
+                pong = {"type": "pong", "event_id": msg["ping_event"]["event_id"]}
+                await ws.send(json.dumps(pong))
+            if msg["type"] == "error":
+                error = msg["error_event"]
     assert ws.close_code == 1002
     assert error is not None and error["error_type"] == "transport_receive_timeout"

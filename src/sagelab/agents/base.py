@@ -78,8 +78,9 @@ class AgentContext(Protocol):
         """Allocate the next event id; user transcript, reply text and audio of a turn share it."""
         ...
 
-    async def user_transcript(self, turn: AgentTurn, text: str, *, tentative: bool = False) -> None:
-        ...
+    async def user_transcript(
+        self, turn: AgentTurn, text: str, *, tentative: bool = False
+    ) -> None: ...
 
     async def agent_response(self, turn: AgentTurn, text: str) -> None: ...
 
@@ -95,8 +96,9 @@ class AgentContext(Protocol):
         """Barge-in: drop queued audio of the current turn, tell the client; True if one was cut."""
         ...
 
-    async def call_tool(self, turn: AgentTurn, name: str, parameters: dict[str, Any]) -> ToolResult:
-        ...
+    async def call_tool(
+        self, turn: AgentTurn, name: str, parameters: dict[str, Any]
+    ) -> ToolResult: ...
 
     async def vad_score(self, score: float) -> None: ...
 
@@ -121,7 +123,7 @@ class Agent(abc.ABC):
     def __init__(self, ctx: AgentContext) -> None:
         self.ctx = ctx
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 (optional hook)
         """Called once after the client got the session metadata; speak the greeting here."""
 
     @abc.abstractmethod
@@ -132,15 +134,15 @@ class Agent(abc.ABC):
     async def on_user_message(self, text: str) -> None:
         """A typed user turn (``user_message``)."""
 
-    async def on_contextual_update(self, text: str, context_id: str | None) -> None:
+    async def on_contextual_update(self, text: str, context_id: str | None) -> None:  # noqa: B027 (optional hook)
         """Background information; no reply is expected."""
 
-    async def on_user_activity(self) -> None:
+    async def on_user_activity(self) -> None:  # noqa: B027 (optional hook)
         """The user is still there (resets turn timers)."""
 
     async def on_interrupt(self) -> None:
         """An explicit interrupt request (relay ``interrupt``)."""
         await self.ctx.interrupt()
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 (optional hook)
         """The session ended; cancel work and release per-session resources."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -34,6 +35,8 @@ import numpy as np
 from sagelab.agents.base import Agent, AgentContext, AgentTurn
 from sagelab.agents.turns import SAMPLE_RATE, EnergyTurnDetector
 from sagelab.audio import load_audio
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,16 @@ class ScriptedAgent(Agent):
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self._task = asyncio.create_task(coro)
+        self._task.add_done_callback(self._report_crash)
+
+    def _report_crash(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        log.error("scripted agent turn failed", exc_info=exc)
+        asyncio.get_running_loop().create_task(
+            self.ctx.fail("cascade_brain_error", f"scripted agent failed: {exc!r}", fatal=True)
+        )
 
     async def _reply(self, typed_text: str | None, speech_seconds: float | None) -> None:
         if not self.replies:
@@ -120,7 +133,9 @@ class ScriptedAgent(Agent):
         fields: dict[str, Any] = dict(reply.tool_parameters)
         if reply.tool_name is not None:
             result = await self.ctx.call_tool(turn, reply.tool_name, dict(reply.tool_parameters))
-            fields["result"] = result.text if not result.is_error else f"unavailable ({result.text})"
+            fields["result"] = (
+                result.text if not result.is_error else f"unavailable ({result.text})"
+            )
         text = reply.text.format_map(_Lenient(fields))
         await self._speak(turn, text, reply.audio)
 

@@ -99,15 +99,21 @@ class ServerProcess:
 
     def __enter__(self) -> ServerProcess:
         out = self.log_path.open("wb") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
+        self.proc = subprocess.Popen(
+            self.cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy()
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with code {self.proc.returncode}: {' '.join(self.cmd)}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{self.http_url}/healthz", timeout=1) as r:
-                    if json.loads(r.read()).get("status") == "ok":
-                        return self
+                raise RuntimeError(
+                    f"server exited with code {self.proc.returncode}: {' '.join(self.cmd)}"
+                )
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{self.http_url}/healthz", timeout=1) as r,
+            ):
+                if json.loads(r.read()).get("status") == "ok":
+                    return self
             time.sleep(0.1)
         self.__exit__()
         raise RuntimeError("server did not become healthy within 60 s")

@@ -25,7 +25,9 @@ class Summary:
             nan = float("nan")
             return cls(0, nan, nan, nan, nan, nan)
         p50, p95, p99 = np.percentile(arr, [50, 95, 99])
-        return cls(int(arr.size), float(p50), float(p95), float(p99), float(arr.max()), float(arr.mean()))
+        return cls(
+            int(arr.size), float(p50), float(p95), float(p99), float(arr.max()), float(arr.mean())
+        )
 
     def as_dict(self, digits: int = 2) -> dict[str, float | int | None]:
         def r(x: float) -> float | None:

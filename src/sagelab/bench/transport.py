@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from sagelab.audio import load_audio, silence
+from sagelab.audio.activity import speech_bounds
 from sagelab.bench.stats import Summary
 from sagelab.client import Session, SessionError
 from sagelab.client.timeline import Timeline
@@ -37,24 +38,11 @@ class SessionResult:
     error: str | None = None
     setup_ms: float | None = None
     ping_ms: list[float] = field(default_factory=list)
+    ws_rtt_ms: list[float] = field(default_factory=list)
     first_audio_ms: list[float] = field(default_factory=list)
     max_lateness_ms: float = 0.0
     error_events: list[str] = field(default_factory=list)
     close_code: int | None = None
-
-
-def utterance_ends(timeline: Timeline, speech_end_samples: list[int]) -> list[int]:
-    """Send times (ns) of the audio frames that carried the end of each utterance."""
-    sends = [e for e in timeline.events if e.direction == "send" and e.type == "user_audio_chunk"]
-    out: list[int] = []
-    i = 0
-    for end in speech_end_samples:
-        while i < len(sends) and sends[i].data["offset"] + sends[i].data["samples"] < end:
-            i += 1
-        if i == len(sends):
-            break
-        out.append(sends[i].t_ns)
-    return out
 
 
 def first_audio_latencies(timeline: Timeline, ends_ns: list[int]) -> list[float]:
@@ -70,14 +58,17 @@ def first_audio_latencies(timeline: Timeline, ends_ns: list[int]) -> list[float]
 
 
 def mic_stream(speech: np.ndarray, gap_ms: int, seconds: float) -> tuple[np.ndarray, list[int]]:
-    """Speech, gap, speech, gap… filling ``seconds``; returns the audio and each speech end."""
+    """Speech, gap, speech, gap… filling ``seconds``; returns the audio and the sample where
+    each utterance's speech ends (not the recording's end: it has trailing room tone)."""
+    bounds = speech_bounds(speech)
+    speech_end = bounds[1] if bounds else speech.size
     parts: list[np.ndarray] = []
     ends: list[int] = []
     total = 0
     gap = silence(gap_ms)
     while total + speech.size <= seconds * SAMPLE_RATE or not parts:
         parts += [speech, gap]
-        ends.append(total + speech.size)
+        ends.append(total + speech_end)
         total += speech.size + gap.size
     return np.concatenate(parts), ends
 
@@ -91,28 +82,42 @@ async def run_session(
     except (SessionError, OSError) as exc:
         return SessionResult(ok=False, error=str(exc))
     setup_ms = (time.monotonic() - t0) * 1000
+    pinger = asyncio.create_task(_ping_every(session, 1.0))
     try:
         sent = await session.send_audio(audio, chunk_ms=chunk_ms)
         await asyncio.sleep(1.0)  # let the last reply start
     except SessionError as exc:
         await session.close()
         return SessionResult(ok=False, error=str(exc), setup_ms=setup_ms)
+    finally:
+        pinger.cancel()
     await session.close()
     tl = session.timeline
     errors = [str(e.data.get("message", "")) for e in tl.of_type("error")]
-    ends = utterance_ends(tl, speech_ends)
+    ends = [sent.time_at(end) for end in speech_ends]
     pings = [float(e.data["ping_ms"]) for e in tl.of_type("ping") if e.data.get("ping_ms")]
+    ws_rtts = [float(e.data["rtt_ms"]) for e in tl.of_type("ws_rtt")]
     clean = session.close_code in (1000, None) and not errors
     return SessionResult(
         ok=clean,
         error=None if clean else (errors[0] if errors else f"closed with {session.close_code}"),
         setup_ms=setup_ms,
         ping_ms=pings,
+        ws_rtt_ms=ws_rtts,
         first_audio_ms=first_audio_latencies(tl, ends),
         max_lateness_ms=sent.max_lateness_s * 1000,
         error_events=errors,
         close_code=session.close_code,
     )
+
+
+async def _ping_every(session: Session, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await session.measure_rtt()
+        except (SessionError, TimeoutError):
+            return
 
 
 async def run_transport_bench(
@@ -147,7 +152,10 @@ def summarize(results: list[SessionResult], resources: dict[str, Any] | None) ->
         "errors": len(failed),
         "error_samples": sorted({r.error or "" for r in failed})[:5],
         "ping_rtt_ms": Summary.of(p for r in results for p in r.ping_ms).as_dict(),
-        "time_to_first_audio_ms": Summary.of(x for r in results for x in r.first_audio_ms).as_dict(),
+        "ws_rtt_ms": Summary.of(p for r in results for p in r.ws_rtt_ms).as_dict(3),
+        "time_to_first_audio_ms": Summary.of(
+            x for r in results for x in r.first_audio_ms
+        ).as_dict(),
         "setup_ms": Summary.of(r.setup_ms for r in results if r.setup_ms is not None).as_dict(),
         "send_lateness_ms": Summary.of(r.max_lateness_ms for r in results).as_dict(),
         "server": resources,

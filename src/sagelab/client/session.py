@@ -38,6 +38,7 @@ from sagelab.audio import (
     load_audio,
     silence,
 )
+from sagelab.audio.activity import speech_bounds
 from sagelab.client.timeline import Timeline
 from sagelab.protocol import ProtocolError
 from sagelab.protocol import convai as wire
@@ -53,16 +54,38 @@ class SessionError(RuntimeError):
 
 @dataclass(frozen=True)
 class SentAudio:
-    """What ``send_audio`` sent: monotonic times of the first and last frame, and lateness."""
+    """What ``send_audio`` sent, and when each chunk left (monotonic ns at the socket edge).
 
-    start_ns: int
-    end_ns: int
+    ``speech_end_ns`` is when the chunk carrying the last sample of speech was sent: the start
+    point of voice-to-voice latency (the recording's own trailing silence is not speech).
+    """
+
+    chunk_times_ns: tuple[int, ...]
+    chunk_samples: int
     duration_s: float
     max_lateness_s: float
+    speech: tuple[int, int] | None
 
     @property
-    def end_of_speech_ns(self) -> int:
-        return self.end_ns
+    def start_ns(self) -> int:
+        return self.chunk_times_ns[0]
+
+    @property
+    def end_ns(self) -> int:
+        return self.chunk_times_ns[-1]
+
+    def time_at(self, sample: int) -> int:
+        """When the chunk holding ``sample`` (an offset into the audio sent) was sent."""
+        k = min(max(0, sample - 1) // self.chunk_samples, len(self.chunk_times_ns) - 1)
+        return self.chunk_times_ns[k]
+
+    @property
+    def speech_start_ns(self) -> int:
+        return self.time_at(self.speech[0] + 1) if self.speech else self.start_ns
+
+    @property
+    def speech_end_ns(self) -> int:
+        return self.time_at(self.speech[1]) if self.speech else self.end_ns
 
 
 class Session:
@@ -157,7 +180,9 @@ class Session:
 
         return _SessionContext(
             resolve_url,
-            lambda url: cls(url, init=init, tools=tools, chunk_ms=chunk_ms, record_audio=record_audio),
+            lambda url: cls(
+                url, init=init, tools=tools, chunk_ms=chunk_ms, record_audio=record_audio
+            ),
         )
 
     async def start(self) -> None:
@@ -173,7 +198,7 @@ class Session:
         await self._send_json(self.init, "conversation_initiation_client_data")
         waiter = asyncio.create_task(self._metadata.wait())
         closed = asyncio.create_task(self._closed.wait())
-        done, _ = await asyncio.wait(
+        await asyncio.wait(
             {waiter, closed}, timeout=self.open_timeout, return_when="FIRST_COMPLETED"
         )
         waiter.cancel()
@@ -211,17 +236,18 @@ class Session:
             pcm = np.concatenate([pcm, silence(trailing_silence_ms)])
         chunk_ms = chunk_ms or self.chunk_ms
         schedule = RealtimeSchedule(chunk_ms / 1000)
-        start_ns = end_ns = time.monotonic_ns()
+        times: list[int] = []
         max_late = 0.0
         for k, chunk in enumerate(iter_chunks(pcm, chunk_ms)):
             if realtime:
                 await schedule.wait_async(k)
                 max_late = max(max_late, schedule.lateness(k, time.monotonic()))
-            t_ns = await self._send_audio_chunk(chunk)
-            if k == 0:
-                start_ns = t_ns
-            end_ns = t_ns
-        return SentAudio(start_ns, end_ns, len(pcm) / 16000, max_late)
+            times.append(await self._send_audio_chunk(chunk))
+        if not times:
+            raise ValueError("send_audio got no audio")
+        return SentAudio(
+            tuple(times), 16 * chunk_ms, pcm.size / 16000, max_late, speech_bounds(pcm)
+        )
 
     async def _send_audio_chunk(self, pcm: np.ndarray) -> int:
         payload = encode_pcm16(pcm, self.input_format)
@@ -301,7 +327,9 @@ class Session:
                 # Answer first, record after: the pong's timing is what the server measures.
                 with contextlib.suppress(SessionError):
                     await self._raw_send(json.dumps({"type": "pong", "event_id": msg.event_id}))
-                self.timeline.add("recv", "ping", event_id=msg.event_id, t_ns=t_ns, ping_ms=msg.ping_ms)
+                self.timeline.add(
+                    "recv", "ping", event_id=msg.event_id, t_ns=t_ns, ping_ms=msg.ping_ms
+                )
             case wire.AudioEvent():
                 pcm = decode_to_pcm16(msg.audio, self.output_format)
                 stale = msg.event_id <= self.last_interrupt_id
@@ -344,7 +372,10 @@ class Session:
                 task.add_done_callback(self._tool_tasks.discard)
             case _:
                 self.timeline.add(
-                    "recv", msg.type, event_id=getattr(msg, "event_id", None), t_ns=t_ns,
+                    "recv",
+                    msg.type,
+                    event_id=getattr(msg, "event_id", None),
+                    t_ns=t_ns,
                     **_summary(msg),
                 )
         for q in self._subscribers:
@@ -423,6 +454,24 @@ class Session:
             if remaining <= 0:
                 raise TimeoutError(f"no {type!r} event within {timeout:g} s")
             await asyncio.sleep(min(0.01, remaining))
+
+    async def measure_rtt(self, timeout: float = 5.0) -> float:
+        """Seconds for a WebSocket ping frame to come back as a pong.
+
+        Client-side and sub-millisecond, unlike the protocol's integer ``ping_ms`` (which the
+        server measures); it shows the network plus the server's event-loop responsiveness.
+        """
+        if self._ws is None:
+            raise SessionError("session is not connected")
+        t0 = time.perf_counter()
+        try:
+            waiter = await self._ws.ping()
+            await asyncio.wait_for(waiter, timeout)
+        except ConnectionClosed as exc:
+            raise SessionError(f"session closed: {exc}") from exc
+        rtt = time.perf_counter() - t0
+        self.timeline.add("local", "ws_rtt", rtt_ms=rtt * 1000)
+        return rtt
 
     async def wait_agent_done(self, *, quiet_s: float = 0.4, timeout: float = 60.0) -> None:
         """Wait until the agent's audio received so far has played out and no more arrives."""

@@ -16,6 +16,7 @@ type, so its only field is reported as ``user_audio_chunk``.
 import base64
 import binascii
 import json
+import re
 from typing import Any, Literal, NoReturn
 
 from pydantic import ValidationError
@@ -110,7 +111,19 @@ def load_json_object(frame: str | bytes) -> dict[str, Any]:
         raise ProtocolError(
             "$", f"expected a JSON object, got {describe(value)}", "invalid_message"
         )
+    if _SURROGATE_ESCAPE.search(frame):
+        # A text frame is valid UTF-8, so a lone surrogate can only come from a \uD8xx escape
+        # without its pair; it could not be encoded again, so it is refused here.
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProtocolError(
+                "$", "a \\u escape encodes a lone UTF-16 surrogate", "invalid_message"
+            ) from None
     return value
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def message_type(obj: dict[str, Any]) -> str:

@@ -91,7 +91,9 @@ class SagelabServer:
                 loop.add_signal_handler(sig, stop.set)
         assert self._stopping is not None
         stopping = asyncio.create_task(self._stopping.wait())
-        await asyncio.wait([asyncio.create_task(stop.wait()), stopping], return_when="FIRST_COMPLETED")
+        await asyncio.wait(
+            [asyncio.create_task(stop.wait()), stopping], return_when="FIRST_COMPLETED"
+        )
         await self.stop()
 
     async def __aenter__(self) -> SagelabServer:
@@ -155,7 +157,9 @@ class BackgroundServer:
     def __init__(self, config: ServerConfig) -> None:
         self.server = SagelabServer(config)
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="sagelab-server")
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, daemon=True, name="sagelab-server"
+        )
 
     def __enter__(self) -> SagelabServer:
         self._thread.start()
@@ -163,7 +167,16 @@ class BackgroundServer:
         return self.server
 
     def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self._loop).result(timeout=30)
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()
+
+    async def _shutdown(self) -> None:
+        await self.server.stop()
+        # Connections still in their handshake belong to no session: end them on this loop
+        # rather than leaving coroutines behind for a closed loop to complain about.
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)

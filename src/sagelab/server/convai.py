@@ -62,7 +62,9 @@ class ConvAITransport(Transport):
         self.metrics.messages.labels("out", kind).inc()
         self.metrics.bytes.labels("out").inc(len(frame))
 
-    async def send_metadata(self, conversation_id: str, input_format: str, output_format: str) -> None:
+    async def send_metadata(
+        self, conversation_id: str, input_format: str, output_format: str
+    ) -> None:
         msg = wire.ConversationInitiationMetadata(
             conversation_id=conversation_id,
             agent_output_audio_format=output_format,
@@ -330,11 +332,15 @@ async def _serve_reserved(ws: ServerConnection, server: SagelabServer, spec: Age
         pass
     except Exception as exc:  # a bug must end this session only, never the server
         log.exception("session %s crashed", conversation_id)
-        await conv.close(closecodes.INTERNAL, f"internal error: {exc}", error_type="unknown_websocket_crash")
+        await conv.close(
+            closecodes.INTERNAL, f"internal error: {exc}", error_type="unknown_websocket_crash"
+        )
     finally:
         if not conv.closed:
             code = ws.close_code if ws.close_code is not None else closecodes.NORMAL
-            await conv.close(code, "client disconnected" if code != 1000 else "client ended the conversation")
+            await conv.close(
+                code, "client disconnected" if code != 1000 else "client ended the conversation"
+            )
         server.registry.remove(conv)
         server.metrics.active_sessions.labels("convai").dec()
 
@@ -364,7 +370,11 @@ async def _receive_loop(ws: ServerConnection, server: SagelabServer, conv: Conve
                 metrics.errors.labels(exc.error_type).inc()
                 await conv.transport.send_error(closecodes.INVALID_INPUT, exc.error_type, str(exc))
                 continue
-            await conv.close(closecodes.INVALID_INPUT, f"Invalid message received: {exc}", error_type=exc.error_type)
+            await conv.close(
+                closecodes.INVALID_INPUT,
+                f"Invalid message received: {exc}",
+                error_type=exc.error_type,
+            )
             return
         metrics.messages.labels("in", msg.type).inc()
         match msg:
@@ -401,15 +411,19 @@ async def _receive_loop(ws: ServerConnection, server: SagelabServer, conv: Conve
                     await conv.transport.send_error(
                         closecodes.INVALID_INPUT,
                         "value_error",
-                        f"client_tool_result for unknown or expired tool_call_id {msg.tool_call_id!r} ignored",
+                        f"client_tool_result for unknown or expired tool_call_id "
+                        f"{msg.tool_call_id!r} ignored",
                     )
             case wire.Feedback():
                 if server.store is not None:
-                    server.store.add_feedback(conv.conversation_id, event_id=msg.event_id, score=msg.score)
+                    server.store.add_feedback(
+                        conv.conversation_id, event_id=msg.event_id, score=msg.score
+                    )
             case wire.ConversationInitiationClientData():
                 await conv.close(
                     closecodes.INVALID_INPUT,
-                    "conversation_initiation_client_data may only be sent once, as the first message",
+                    "conversation_initiation_client_data may only be sent once, "
+                    "as the first message",
                     error_type="invalid_message",
                 )
                 return

@@ -26,9 +26,7 @@ WEBSOCKET_ROUTES = ("/v1/convai/conversation", "/voice-conversation")
 
 def json_response(status: int, body: object) -> Response:
     payload = json.dumps(body).encode()
-    headers = Headers(
-        [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
-    )
+    headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
     return Response(status, HTTPStatus(status).phrase, headers, payload)
 
 
@@ -74,7 +72,11 @@ def _signed_url(server: SagelabServer, request: Request, query: dict[str, str]) 
     if not agent_id:
         return json_response(
             422,
-            {"detail": [{"loc": ["query", "agent_id"], "msg": "Field required", "type": "missing"}]},
+            {
+                "detail": [
+                    {"loc": ["query", "agent_id"], "msg": "Field required", "type": "missing"}
+                ]
+            },
         )
     if server.config.agent(agent_id) is None:
         return error_response(404, "agent_not_found", f"unknown agent_id {agent_id!r}")

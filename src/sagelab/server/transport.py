@@ -18,15 +18,15 @@ class Transport(abc.ABC):
     protocol: str
 
     @abc.abstractmethod
-    async def send_metadata(self, conversation_id: str, input_format: str, output_format: str) -> None:
-        ...
+    async def send_metadata(
+        self, conversation_id: str, input_format: str, output_format: str
+    ) -> None: ...
 
     @abc.abstractmethod
     async def send_ping(self, event_id: int, ping_ms: int | None) -> None: ...
 
     @abc.abstractmethod
-    async def send_user_transcript(self, text: str, event_id: int, *, tentative: bool) -> None:
-        ...
+    async def send_user_transcript(self, text: str, event_id: int, *, tentative: bool) -> None: ...
 
     @abc.abstractmethod
     async def send_agent_response(self, text: str, event_id: int) -> None: ...
