@@ -106,6 +106,9 @@ class ServerConfig(BaseModel):
     store_path: str = "runs/sagelab.sqlite3"
     store_audio: bool = False
     audio_dir: str = "runs/audio"
+    relay_agent: str = Field(
+        default="scripted", description="Agent for /voice-conversation without ?agent_id="
+    )
     agents: list[AgentSpec] = Field(default_factory=list)
     base_dir: Path = Field(default=Path("."), exclude=True)
 

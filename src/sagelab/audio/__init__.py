@@ -31,7 +31,13 @@ from .pcm import (
     to_int16,
 )
 from .resample import StreamResampler, resample
-from .webm import IncrementalWebmDecoder, WebmDecodeError, encode_webm_opus, split_at_clusters
+from .webm import (
+    IncrementalWebmDecoder,
+    WebmDecodeError,
+    WebmOpusStreamEncoder,
+    encode_webm_opus,
+    split_at_clusters,
+)
 
 __all__ = [
     "FORMAT_NAMES",
@@ -45,6 +51,7 @@ __all__ = [
     "RealtimeSchedule",
     "StreamResampler",
     "WebmDecodeError",
+    "WebmOpusStreamEncoder",
     "WireDecoder",
     "WireEncoder",
     "decode_to_pcm16",

@@ -431,3 +431,66 @@ class IncrementalWebmDecoder:
             self.close()
         else:
             self.abort()
+
+
+class WebmOpusStreamEncoder:
+    """One continuous ``audio/webm;codecs=opus`` stream, fed in real time like a microphone.
+
+    A browser's ``MediaRecorder`` writes a single WebM stream for the whole session: the
+    header once, then a cluster per timeslice. ``encode`` returns whatever bytes the muxer has
+    written since the last call (header included the first time), so a client can send each
+    timeslice as it is recorded. A small I/O buffer keeps bytes from lingering in PyAV.
+    """
+
+    def __init__(self, timeslice_ms: int = 100, *, bitrate: int | None = None) -> None:
+        self._sink = _ByteSink()
+        self._container = av.open(
+            self._sink,
+            "w",
+            format="webm",
+            options={"live": "1", "cluster_time_limit": str(timeslice_ms)},
+            buffer_size=512,
+        )
+        self._stream = self._container.add_stream("libopus", rate=OPUS_RATE, layout="mono")
+        if bitrate is not None:
+            self._stream.codec_context.bit_rate = bitrate
+        self._resampler = StreamResampler(SAMPLE_RATE, OPUS_RATE)
+        self._pts = 0
+        self._closed = False
+
+    def _drain(self) -> bytes:
+        data = b"".join(self._sink.parts)
+        self._sink.parts.clear()
+        return data
+
+    def _mux(self, samples: npt.NDArray[np.int16] | None) -> None:
+        if samples is not None and samples.size:
+            frame = av.AudioFrame.from_ndarray(samples[np.newaxis, :], format="s16", layout="mono")
+            frame.sample_rate = OPUS_RATE
+            frame.pts = self._pts
+            self._pts += samples.size
+            packets = self._stream.encode(frame)
+        elif samples is None:
+            packets = self._stream.encode(None)
+        else:
+            return
+        for packet in packets:
+            self._container.mux(packet)
+
+    def encode(self, pcm16k: PCM16) -> bytes:
+        """Add 16 kHz speech; returns the stream bytes produced so far (may be empty)."""
+        if self._closed:
+            raise RuntimeError("the WebM stream is closed")
+        pcm = ensure_pcm16(pcm16k, "pcm16k")
+        self._mux(self._resampler.process(pcm))
+        return self._drain()
+
+    def close(self) -> bytes:
+        """End the stream; returns the last bytes (the final cluster)."""
+        if self._closed:
+            return b""
+        self._closed = True
+        self._mux(self._resampler.process(np.zeros(0, dtype=np.int16), last=True))
+        self._mux(None)
+        self._container.close()
+        return self._drain()

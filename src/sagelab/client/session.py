@@ -32,6 +32,7 @@ from websockets.exceptions import ConnectionClosed
 from sagelab.audio import (
     AudioFormat,
     RealtimeSchedule,
+    WebmOpusStreamEncoder,
     decode_to_pcm16,
     encode_pcm16,
     iter_chunks,
@@ -42,6 +43,7 @@ from sagelab.audio.activity import speech_bounds
 from sagelab.client.timeline import Timeline
 from sagelab.protocol import ProtocolError
 from sagelab.protocol import convai as wire
+from sagelab.protocol import relay as relay_wire
 
 ToolHandler = Callable[[dict[str, Any]], Any] | Callable[[dict[str, Any]], Awaitable[Any]]
 AudioInput = np.ndarray | bytes | str | Path
@@ -122,6 +124,10 @@ class Session:
         self._send_lock = asyncio.Lock()
         self._playout_end_ns = 0
         self._last_audio_ns = 0
+        path = urllib.parse.urlsplit(url).path
+        self.protocol = "relay" if path.rstrip("/").endswith("/voice-conversation") else "convai"
+        self._webm: WebmOpusStreamEncoder | None = None
+        self._relay_turns = 0
 
     # -- construction ------------------------------------------------------------------------
 
@@ -185,6 +191,42 @@ class Session:
             ),
         )
 
+    @classmethod
+    def connect_relay(
+        cls,
+        base_url: str,
+        conversation_detail_id: str,
+        *,
+        agent_id: str | None = None,
+        chunk_ms: int = 100,
+        record_audio: bool = True,
+    ) -> _SessionContext:
+        """Connect with the web app's relay protocol (``/voice-conversation``).
+
+        Audio goes out as one WebM/Opus stream like a browser's ``MediaRecorder``.
+        """
+        split = urllib.parse.urlsplit(base_url)
+        scheme = {"https": "wss", "http": "ws"}.get(split.scheme, split.scheme)
+        query = {"conversationDetailId": conversation_detail_id}
+        if agent_id is not None:
+            query["agent_id"] = agent_id
+        url = urllib.parse.urlunsplit(
+            (
+                scheme,
+                split.netloc,
+                split.path.rstrip("/") + "/voice-conversation",
+                urllib.parse.urlencode(query),
+                "",
+            )
+        )
+
+        async def resolve_url() -> str:
+            return url
+
+        return _SessionContext(
+            resolve_url, lambda u: cls(u, chunk_ms=chunk_ms, record_audio=record_audio)
+        )
+
     async def start(self) -> None:
         """Open the socket, send the initiation message and wait for the session metadata."""
         try:
@@ -195,7 +237,8 @@ class Session:
             raise SessionError(f"cannot connect to {_redact(self.url)}: {exc}") from exc
         self.timeline.add("local", "connected")
         self._reader = asyncio.create_task(self._read_loop(), name="sagelab-session-reader")
-        await self._send_json(self.init, "conversation_initiation_client_data")
+        if self.protocol == "convai":
+            await self._send_json(self.init, "conversation_initiation_client_data")
         waiter = asyncio.create_task(self._metadata.wait())
         closed = asyncio.create_task(self._closed.wait())
         await asyncio.wait(
@@ -250,30 +293,69 @@ class Session:
         )
 
     async def _send_audio_chunk(self, pcm: np.ndarray) -> int:
-        payload = encode_pcm16(pcm, self.input_format)
-        frame = wire.encode_client(wire.UserAudioChunk(audio=payload))
+        if self.protocol == "relay":
+            # A browser's MediaRecorder: one WebM/Opus stream for the whole session.
+            if self._webm is None:
+                self._webm = WebmOpusStreamEncoder(timeslice_ms=self.chunk_ms)
+            data = self._webm.encode(pcm)
+            frame = relay_wire.encode_client(relay_wire.RelayAudio(data=data)) if data else None
+        else:
+            payload = encode_pcm16(pcm, self.input_format)
+            frame = wire.encode_client(wire.UserAudioChunk(audio=payload))
         async with self._send_lock:
             t_ns = time.monotonic_ns()
-            await self._raw_send(frame)
+            if frame is not None:
+                await self._raw_send(frame)
         self.timeline.add_audio("send", pcm, t_ns=t_ns)
         return t_ns
 
     async def send_text(self, text: str) -> None:
-        """A typed user turn (``user_message``)."""
-        await self._send_json({"type": "user_message", "text": text}, "user_message", text=text)
+        """A typed user turn (``user_message``; relay: ``text``)."""
+        if self.protocol == "relay":
+            await self._send_json({"type": "text", "text": text}, "user_message", text=text)
+        else:
+            message = {"type": "user_message", "text": text}
+            await self._send_json(message, "user_message", text=text)
 
     async def send_contextual_update(self, text: str) -> None:
+        self._convai_only("contextual_update")
         await self._send_json(
             {"type": "contextual_update", "text": text}, "contextual_update", text=text
         )
 
     async def send_user_activity(self) -> None:
+        self._convai_only("user_activity")
         await self._send_json({"type": "user_activity"}, "user_activity")
 
     async def send_feedback(self, score: str, event_id: int) -> None:
+        self._convai_only("feedback")
         await self._send_json(
             {"type": "feedback", "score": score, "event_id": event_id}, "feedback", score=score
         )
+
+    async def interrupt(self) -> None:
+        """Ask the agent to stop talking now (relay ``interrupt``).
+
+        ConvAI has no such message: there the user interrupts by speaking (``send_audio``).
+        """
+        if self.protocol != "relay":
+            raise SessionError(
+                "the ConvAI protocol has no interrupt message; barge in by sending speech"
+            )
+        self._playout_end_ns = time.monotonic_ns()
+        await self._send_json({"type": "interrupt"}, "interrupt")
+
+    async def end(self) -> None:
+        """End the conversation gracefully (relay ``end``; ConvAI: close with 1000)."""
+        if self.protocol == "relay":
+            await self._send_json({"type": "end"}, "end")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), 5)
+        await self.close()
+
+    def _convai_only(self, what: str) -> None:
+        if self.protocol == "relay":
+            raise SessionError(f"{what} is a ConvAI message; the relay protocol has no such thing")
 
     async def send_raw(self, frame: str | bytes) -> None:
         """Send a frame as is: for testing how a server handles bad input."""
@@ -303,6 +385,9 @@ class Session:
             async for frame in self._ws:
                 t_ns = time.monotonic_ns()
                 try:
+                    if self.protocol == "relay":
+                        self._on_relay_message(relay_wire.parse_server(frame), t_ns)
+                        continue
                     msg = wire.parse_server(frame)
                 except ProtocolError as exc:
                     self.timeline.add("recv", "invalid_frame", t_ns=t_ns, error=str(exc))
@@ -380,6 +465,53 @@ class Session:
                 )
         for q in self._subscribers:
             q.put_nowait(msg)
+
+    def _on_relay_message(self, msg: relay_wire.ServerMessage, t_ns: int) -> None:
+        """Relay events go into the timeline under their ConvAI names, so every metric works
+        on both protocols. The relay has no event ids: audio is numbered by the agent
+        response it follows, which is how the server sends them."""
+        match msg:
+            case relay_wire.Ready():
+                self.conversation_id = msg.session_id
+                self.timeline.add(
+                    "recv",
+                    "conversation_initiation_metadata",
+                    t_ns=t_ns,
+                    conversation_id=msg.session_id,
+                )
+                self._metadata.set()
+            case relay_wire.AudioChunk():
+                pcm = load_audio(msg.audio)
+                duration_ns = pcm.size * 1_000_000_000 // 16_000
+                self._playout_end_ns = max(self._playout_end_ns, t_ns) + duration_ns
+                self._last_audio_ns = t_ns
+                self.timeline.add_audio("recv", pcm, t_ns=t_ns, event_id=self._relay_turns)
+            case relay_wire.Transcript():
+                self.timeline.add("recv", "user_transcript", t_ns=t_ns, user_transcript=msg.text)
+            case relay_wire.AgentResponseText():
+                self._relay_turns += 1
+                self.timeline.add(
+                    "recv",
+                    "agent_response",
+                    event_id=self._relay_turns,
+                    t_ns=t_ns,
+                    agent_response=msg.text,
+                )
+            case relay_wire.ToolCall():
+                self.timeline.add(
+                    "recv",
+                    "client_tool_call",
+                    event_id=self._relay_turns,
+                    t_ns=t_ns,
+                    tool_name=msg.tool_name,
+                    parameters=msg.params,
+                )
+            case relay_wire.RelayError():
+                self.timeline.add("recv", "error", t_ns=t_ns, message=msg.message)
+            case relay_wire.Complete():
+                self.timeline.add("recv", "complete", t_ns=t_ns)
+            case _:
+                self.timeline.add("recv", getattr(msg, "type", "unknown"), t_ns=t_ns)
 
     async def _run_tool(self, call: wire.ClientToolCall) -> None:
         handler = self.tools.get(call.tool_name)

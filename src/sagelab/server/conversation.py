@@ -307,7 +307,14 @@ class Conversation:
                 self.conversation_id, call_id, name, parameters, event_id=turn.event_id
             )
         await self.transport.send_client_tool_call(name, call_id, parameters, turn.event_id)
-        if not spec.expects_response:
+        if not self.transport.answers_client_tools:
+            result = ToolResult(
+                call_id,
+                f"client tool {name!r} cannot run over the {self.transport.protocol} protocol, "
+                "whose clients do not answer tool calls; make it a server tool",
+                is_error=True,
+            )
+        elif not spec.expects_response:
             result = ToolResult(call_id, "sent (the tool does not expect a response)")
         else:
             fut: asyncio.Future[ToolResult] = asyncio.get_running_loop().create_future()

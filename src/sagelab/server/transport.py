@@ -16,6 +16,8 @@ class Transport(abc.ABC):
     """One connected client. Implementations must never raise on a closed socket."""
 
     protocol: str
+    # Whether the client can answer client_tool_call (the relay browser cannot).
+    answers_client_tools: bool = True
 
     @abc.abstractmethod
     async def send_metadata(
