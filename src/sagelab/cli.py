@@ -139,6 +139,58 @@ def bench_transport(
         raise typer.Exit(1)
 
 
+@bench_app.command("accuracy")
+def bench_accuracy(
+    manifest: Annotated[Path | None, typer.Option(help="JSONL with 'audio' and 'text'")] = None,
+    url: Annotated[str | None, typer.Option(help="Server base URL; default: start one")] = None,
+    agent_id: Annotated[
+        str, typer.Option(help="Agent whose transcripts are scored")
+    ] = "audio-sage",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object last")] = False,
+) -> None:
+    """Stream each utterance as a user turn; WER and CER of the server's transcripts."""
+    from sagelab.bench.accuracy import read_manifest, summarize, transcribe_manifest
+    from sagelab.bench.serverproc import ServerProcess
+
+    utterances = read_manifest(manifest or data_dir() / "speech" / "manifest.jsonl")
+    with Progress(
+        TextColumn("[bold]accuracy[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=as_json,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("utterances", total=len(utterances))
+
+        def run(base: str) -> list:
+            return asyncio.run(
+                transcribe_manifest(
+                    base, agent_id, utterances, on_done=lambda *_: progress.advance(task)
+                )
+            )
+
+        if url is None:
+            with ServerProcess(store_path="") as srv:
+                results = run(srv.http_url)
+        else:
+            results = run(url)
+    summary = summarize(results)
+    if as_json:
+        print(json.dumps(summary))
+        return
+    table = Table(title=f"accuracy: {summary['utterances']} utterances, agent {agent_id}")
+    for col in ("id", "reference", "hypothesis", "WER", "CER"):
+        table.add_column(col)
+    for row in summary["per_utterance"]:
+        table.add_row(
+            row["id"], row["reference"], row["hypothesis"], f"{row['wer']:.1%}", f"{row['cer']:.1%}"
+        )
+    console.print(table)
+    console.print(f"overall WER {summary['wer']:.2%}, CER {summary['cer']:.2%}")
+
+
 def _print_transport(s: dict) -> None:
     table = Table(title=f"transport: {s['sessions']} sessions × {s['seconds']:g} s")
     table.add_column("metric")

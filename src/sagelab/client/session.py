@@ -149,11 +149,14 @@ class Session:
         tools: dict[str, ToolHandler] | None = None,
         chunk_ms: int = 100,
         record_audio: bool = True,
+        stages: bool = False,
     ) -> _SessionContext:
         """Connect to ``base_url`` (http(s) like the SDK's ``base_url``, or a ws(s) URL).
 
         With ``requires_auth`` the session first asks ``get-signed-url`` with ``api_key``, like
         the official SDK does; that is how private ElevenLabs agents are reached.
+        ``stages=True`` asks a sagelab server for per-turn pipeline timings
+        (``internal_sagelab_stage`` events in the timeline); other servers ignore it.
         """
         override: dict[str, Any] = {}
         agent: dict[str, Any] = {}
@@ -182,7 +185,8 @@ class Session:
         async def resolve_url() -> str:
             if requires_auth:
                 return await asyncio.to_thread(fetch_signed_url, base_url, agent_id, api_key)
-            return conversation_url(base_url, agent_id)
+            url = conversation_url(base_url, agent_id)
+            return url + "&sagelab_stages=1" if stages else url
 
         return _SessionContext(
             resolve_url,
@@ -455,6 +459,18 @@ class Session:
                 task = asyncio.create_task(self._run_tool(msg))
                 self._tool_tasks.add(task)
                 task.add_done_callback(self._tool_tasks.discard)
+            case wire.UnknownServerMessage():
+                payload = msg.raw.get(f"{msg.type}_event")
+                data = payload if isinstance(payload, dict) else {"raw": msg.raw}
+                event_id = data.get("event_id")
+                extra = {k: v for k, v in data.items() if k != "event_id"}
+                self.timeline.add(
+                    "recv",
+                    msg.type,
+                    event_id=event_id if isinstance(event_id, int) else None,
+                    t_ns=t_ns,
+                    **extra,
+                )
             case _:
                 self.timeline.add(
                     "recv",

@@ -49,6 +49,7 @@ class SagelabServer:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.store = ConversationStore(path)
         self._stopping = asyncio.Event()
+        await self._prepare_backends()
         self._server = await serve(
             self._handle,
             self.config.host,
@@ -63,6 +64,20 @@ class SagelabServer:
         )
         log.info("sagelab server listening on %s", self.http_url)
         return self
+
+    async def _prepare_backends(self) -> None:
+        """Load local models before accepting sessions, so no caller waits for the load."""
+        local = [a for a in self.config.agents if a.backend == "local"]
+        if not local:
+            return
+        from sagelab.agents import local as local_backend
+
+        for spec in local:
+            try:
+                await asyncio.to_thread(local_backend.prepare, spec.options, self.config.base_dir)
+            except Exception:
+                # Sessions for this agent will fail with the loading error; others still work.
+                log.exception("could not prepare agent %s", spec.id)
 
     async def stop(self) -> None:
         """Graceful: stop accepting, end sessions with 1001, flush the store."""

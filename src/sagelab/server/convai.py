@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 INITIATION_TIMEOUT_S = 10.0
+STAGE_EVENT = "internal_sagelab_stage"
 
 
 class SessionSetupError(Exception):
@@ -53,6 +54,9 @@ class ConvAITransport(Transport):
         self.ws = ws
         self.metrics = server.metrics
         self.output_format = AudioFormat.parse(output_format)
+        # sagelab clients may ask for per-stage timings with ?sagelab_stages=1; other clients
+        # never see this event type (and would ignore it anyway).
+        self.stages_enabled = False
 
     async def _send(self, kind: str, frame: str) -> None:
         try:
@@ -123,6 +127,13 @@ class ConvAITransport(Transport):
 
     async def send_vad_score(self, score: float) -> None:
         await self._send("vad_score", wire.encode_server(wire.VadScore(vad_score=score)))
+
+    async def send_stage(self, event_id: int, stage: str, ms: float) -> None:
+        if not self.stages_enabled:
+            return
+        payload = {"event_id": event_id, "stage": stage, "ms": round(ms, 3)}
+        msg = wire.UnknownServerMessage(type=STAGE_EVENT, raw={f"{STAGE_EVENT}_event": payload})
+        await self._send(STAGE_EVENT, wire.encode_server(msg))
 
     async def send_error(self, code: int, error_type: str, message: str) -> None:
         msg = wire.ErrorEvent(code=code, error_type=error_type, message=message)
@@ -289,6 +300,8 @@ async def _serve_reserved(ws: ServerConnection, server: SagelabServer, spec: Age
         return
     conversation_id = f"conv_{uuid.uuid4().hex[:20]}"
     transport = ConvAITransport(ws, server, agent.output_format)
+    query = _query(ws.request.path if ws.request else "")
+    transport.stages_enabled = query.get("sagelab_stages", "") in ("1", "true")
     conv = Conversation(
         conversation_id=conversation_id,
         agent=agent,

@@ -360,6 +360,7 @@ class Conversation:
 
     async def stage(self, turn: Turn, name: str, duration_ms: float) -> None:
         self.metrics.stage_seconds.labels(name).observe(duration_ms / 1000)
+        await self.transport.send_stage(turn.event_id, name, duration_ms)
 
     async def fail(self, error_type: str, message: str, *, fatal: bool = False) -> None:
         if fatal:

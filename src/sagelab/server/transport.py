@@ -62,3 +62,7 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     async def close(self, code: int, reason: str) -> None: ...
+
+    async def send_stage(self, event_id: int, stage: str, ms: float) -> None:
+        """A pipeline stage's duration, for clients that asked for them (default: none)."""
+        return

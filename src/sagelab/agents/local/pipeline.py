@@ -1,0 +1,282 @@
+"""``LocalAgent``: the offline voice agent, VAD → STT → brain → TTS, with barge-in.
+
+Turn-taking runs inline on every audio chunk (Silero VAD is cheap per 32 ms window); everything
+heavy (Whisper, Piper) runs on the process-wide model executor, so sessions queue for the two
+cores instead of fighting over them. A reply streams: the brain's text is cut into sentences,
+and the first sentence is synthesised and playing while the brain and TTS produce the rest.
+User speech while the agent talks cancels the reply task; the conversation core drops queued
+audio and tells the client what was actually heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+
+from sagelab.agents.base import Agent, AgentContext, AgentTurn, ToolResult
+from sagelab.agents.local.brain import Brain, BrainError, ChatMessage
+from sagelab.agents.local.executor import run_model
+
+log = logging.getLogger(__name__)
+SAMPLE_RATE = 16_000
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+class LocalAgent(Agent):
+    def __init__(
+        self,
+        ctx: AgentContext,
+        *,
+        detector: Any,
+        stt: Any,
+        tts: Any,
+        brain: Brain,
+        preroll_ms: int = 300,
+        max_utterance_s: float = 30.0,
+        vad_events: bool = False,
+    ) -> None:
+        super().__init__(ctx)
+        self.detector = detector
+        self.stt = stt
+        self.tts = tts
+        self.brain = brain
+        self.vad_events = vad_events
+        self.history: list[ChatMessage] = []
+        self._preroll: deque[np.ndarray] = deque()
+        self._preroll_samples = SAMPLE_RATE * preroll_ms // 1000
+        self._max_samples = int(SAMPLE_RATE * max_utterance_s)
+        self._utterance: list[np.ndarray] | None = None
+        self._utterance_samples = 0
+        self._task: asyncio.Task[None] | None = None
+        self._context_notes: dict[str | None, str] = {}
+        self._samples_seen = 0
+
+    # -- Agent interface -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        greeting = self.ctx.agent.first_message
+        if greeting:
+            self.history.append(ChatMessage("assistant", greeting))
+            self._spawn(self._speak(self.ctx.begin_turn(), _single(greeting)))
+
+    async def on_audio(self, pcm: np.ndarray) -> None:
+        events = self.detector.feed(pcm)
+        self._samples_seen += pcm.size
+        if self.vad_events and getattr(self.detector, "last_probability", None) is not None:
+            await self.ctx.vad_score(float(self.detector.last_probability))
+        if self._utterance is not None:
+            self._append_utterance(pcm)
+        else:
+            self._preroll.append(pcm)
+            while (
+                sum(c.size for c in self._preroll) - self._preroll[0].size > self._preroll_samples
+            ):
+                self._preroll.popleft()
+        for event in events:
+            if event.kind == "speech_start":
+                await self._barge_in()
+                self._utterance = list(self._preroll)
+                self._utterance_samples = sum(c.size for c in self._utterance)
+                self._preroll.clear()
+            elif self._utterance is not None:
+                audio = np.concatenate(self._utterance) if self._utterance else pcm[:0]
+                self._utterance = None
+                # How much audio after the real end of speech the detector needed to decide.
+                endpointing_ms = (self._samples_seen - event.sample) * 1000 / SAMPLE_RATE
+                self._spawn(self._respond_to_speech(audio, endpointing_ms))
+
+    async def on_user_message(self, text: str) -> None:
+        await self._barge_in()
+        self._spawn(self._reply(self.ctx.begin_turn(), text))
+
+    async def on_contextual_update(self, text: str, context_id: str | None) -> None:
+        # The same context_id replaces the older note, as the protocol reference says.
+        self._context_notes[context_id] = text
+
+    async def on_interrupt(self) -> None:
+        await self._barge_in()
+
+    async def close(self) -> None:
+        await self._cancel()
+
+    # -- turns -----------------------------------------------------------------------------
+
+    def _append_utterance(self, pcm: np.ndarray) -> None:
+        assert self._utterance is not None
+        self._utterance.append(pcm)
+        self._utterance_samples += pcm.size
+        if self._utterance_samples > self._max_samples:
+            # A monologue longer than the limit is transcribed in pieces rather than held.
+            audio = np.concatenate(self._utterance)
+            self._utterance, self._utterance_samples = [], 0
+            self._spawn(self._respond_to_speech(audio, None))
+
+    async def _respond_to_speech(self, audio: np.ndarray, endpointing_ms: float | None) -> None:
+        turn = self.ctx.begin_turn()
+        if endpointing_ms is not None:
+            await self.ctx.stage(turn, "endpointing", endpointing_ms)
+        await self.ctx.stage(turn, "utterance", audio.size * 1000 / SAMPLE_RATE)
+        t0 = time.perf_counter()
+        try:
+            transcript = await run_model(self.stt.transcribe, audio)
+        except Exception as exc:
+            log.exception("speech-to-text failed")
+            await self.ctx.fail("asr_transcription_error", f"speech-to-text failed: {exc}")
+            return
+        await self.ctx.stage(turn, "stt", (time.perf_counter() - t0) * 1000)
+        text = transcript.text.strip()
+        if not text:
+            return  # noise the VAD took for speech: no turn
+        await self.ctx.user_transcript(turn, text)
+        await self._reply(turn, text)
+
+    async def _reply(self, turn: AgentTurn, text: str) -> None:
+        self.history.append(ChatMessage("user", text))
+        t0 = time.perf_counter()
+        pieces = self.brain.respond(
+            list(self.history),
+            system_prompt=self._system_prompt(),
+            tools=self.ctx.agent.tools,
+            call_tool=lambda name, params: self._call_tool(turn, name, params),
+        )
+        spoken: list[str] = []
+        try:
+            await self._speak(turn, _sentences(_timed(pieces, turn, self.ctx, t0)), spoken)
+        except BrainError as exc:
+            await self.ctx.fail("llm_error", str(exc))
+        finally:
+            reply = " ".join(spoken).strip()
+            if reply:
+                self.history.append(ChatMessage("assistant", reply))
+
+    async def _speak(
+        self, turn: AgentTurn, sentences: AsyncIterator[str], spoken: list[str] | None = None
+    ) -> None:
+        """Synthesise sentence by sentence while the brain is still producing the next ones.
+
+        The reply text goes out as one ``agent_response`` once the brain has finished (as
+        ElevenLabs does), usually while the first sentence is already playing.
+        """
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        heard = spoken if spoken is not None else []
+
+        async def produce() -> None:
+            try:
+                async for sentence in sentences:
+                    heard.append(sentence)
+                    queue.put_nowait(sentence)
+            finally:
+                queue.put_nowait(None)
+            if heard:
+                await self.ctx.agent_response(turn, " ".join(heard))
+
+        producer = asyncio.create_task(produce())
+        t0 = time.perf_counter()
+        first_audio = True
+        try:
+            while (sentence := await queue.get()) is not None:
+                if self.ctx.agent.text_only:
+                    continue
+                chunks = iter(self.tts.synthesize(sentence))
+                while (chunk := await self._next_chunk(chunks)) is not None:
+                    if first_audio:
+                        ms = (time.perf_counter() - t0) * 1000
+                        await self.ctx.stage(turn, "tts_first_audio", ms)
+                        first_audio = False
+                    await self.ctx.agent_audio(turn, chunk.pcm, chunk.alignment)
+            await producer
+            await self.ctx.finish_audio(turn)
+        finally:
+            producer.cancel()
+
+    async def _next_chunk(self, chunks: Any) -> Any:
+        try:
+            return await run_model(next, chunks, None)
+        except Exception as exc:
+            log.exception("text-to-speech failed")
+            await self.ctx.fail("tts_cascade_error", f"text-to-speech failed: {exc}")
+            return None
+
+    async def _call_tool(self, turn: AgentTurn, name: str, params: dict[str, Any]) -> ToolResult:
+        t0 = time.perf_counter()
+        result = await self.ctx.call_tool(turn, name, params)
+        await self.ctx.stage(turn, "tool", (time.perf_counter() - t0) * 1000)
+        return result
+
+    def _system_prompt(self) -> str:
+        notes = [n for n in self._context_notes.values() if n]
+        prompt = self.ctx.agent.prompt
+        if notes:
+            prompt += "\n\nContext from the application:\n" + "\n".join(f"- {n}" for n in notes)
+        return prompt
+
+    # -- task management -------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._task = asyncio.create_task(coro)
+        self._task.add_done_callback(self._report_crash)
+
+    def _report_crash(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        log.error("local agent turn failed", exc_info=exc)
+        asyncio.get_running_loop().create_task(
+            self.ctx.fail("cascade_brain_error", f"agent turn failed: {exc!r}")
+        )
+
+    async def _barge_in(self) -> None:
+        await self.ctx.interrupt()
+        await self._cancel()
+
+    async def _cancel(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _single(text: str) -> AsyncIterator[str]:
+    for sentence in _SENTENCE_END.split(text.strip()):
+        if sentence:
+            yield sentence
+
+
+async def _sentences(pieces: AsyncIterator[str]) -> AsyncIterator[str]:
+    """Re-cut streamed text at sentence ends, so TTS starts as soon as one is complete."""
+    buffer = ""
+    async for piece in pieces:
+        if buffer and buffer[-1] in ".!?" and piece and not piece[0].isspace():
+            buffer += " "  # brains that yield whole sentences need not add the space
+        buffer += piece
+        parts = _SENTENCE_END.split(buffer)
+        for sentence in parts[:-1]:
+            if sentence.strip():
+                yield sentence.strip()
+        buffer = parts[-1]
+    if buffer.strip():
+        yield buffer.strip()
+
+
+async def _timed(
+    pieces: AsyncIterator[str], turn: AgentTurn, ctx: AgentContext, t0: float
+) -> AsyncIterator[str]:
+    """Report the brain's time to its first text and to its last."""
+    first = True
+    async for piece in pieces:
+        if first and piece:
+            await ctx.stage(turn, "brain_first_text", (time.perf_counter() - t0) * 1000)
+            first = False
+        yield piece
+    await ctx.stage(turn, "brain", (time.perf_counter() - t0) * 1000)
