@@ -21,14 +21,16 @@ def speech_dir() -> Path:
 
 @pytest.fixture
 def server_config(tmp_path: Path) -> ServerConfig:
-    """The bundled agents file, on port 0, storing into this test's tmp dir."""
-    return load_config(
+    """The bundled ``scripted`` agent, on port 0, storing into this test's tmp dir."""
+    config = load_config(
         None,
         env={},
         port=0,
         store_path=str(tmp_path / "store.sqlite3"),
         ping_interval_s=0.2,
     )
+    config.agents = [a for a in config.agents if a.id == "scripted"]
+    return config
 
 
 @pytest.fixture

@@ -45,6 +45,9 @@ def serve(
     max_sessions: Annotated[int | None, typer.Option(help="Concurrent session limit")] = None,
     store: Annotated[str | None, typer.Option(help="SQLite conversation store path")] = None,
     log_level: Annotated[str, typer.Option(help="Python log level")] = "INFO",
+    agent: Annotated[
+        list[str] | None, typer.Option("--agent", help="Serve only these agent ids (repeatable)")
+    ] = None,
 ) -> None:
     """Run the bundled ConvAI-compatible server until SIGINT/SIGTERM."""
     from sagelab.config import ConfigError, load_config
@@ -58,6 +61,12 @@ def serve(
     except ConfigError as exc:
         console.print(f"[red]config error:[/] {exc}")
         raise typer.Exit(2) from exc
+    if agent:
+        unknown = sorted(set(agent) - {a.id for a in cfg.agents})
+        if unknown:
+            console.print(f"[red]unknown agent id(s):[/] {', '.join(unknown)}")
+            raise typer.Exit(2)
+        cfg.agents = [a for a in cfg.agents if a.id in agent]
 
     async def main() -> None:
         server = SagelabServer(cfg)
@@ -122,7 +131,9 @@ def bench_transport(
             )
 
         if url is None:
-            with ServerProcess(max_sessions=max(50, sessions), store_path="") as srv:
+            with ServerProcess(
+                max_sessions=max(50, sessions), store_path=str(_tmp_store()), agents=[agent_id]
+            ) as srv:
                 sampler = ResourceSampler(srv.pid).start()
                 results = run(srv.http_url)
                 sampler.stop()
@@ -137,6 +148,67 @@ def bench_transport(
         _print_transport(summary)
     if summary["errors"]:
         raise typer.Exit(1)
+
+
+@bench_app.command("pipeline")
+def bench_pipeline(
+    runs: Annotated[int, typer.Option(help="Single-session runs of the demo conversation")] = 3,
+    max_sessions: Annotated[
+        int, typer.Option(help="Capacity search up to this many concurrent sessions (0: skip)")
+    ] = 4,
+    budget_ms: Annotated[float, typer.Option(help="Voice-to-voice p95 budget")] = 1500.0,
+    conversation: Annotated[Path | None, typer.Option(help="Scenario YAML")] = None,
+    url: Annotated[str | None, typer.Option(help="Server base URL; default: start one")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object last")] = False,
+) -> None:
+    """The demo conversation with audio-sage: voice-to-voice, stages, interruption, capacity."""
+    from sagelab.bench.pipeline import run_pipeline_bench
+    from sagelab.bench.serverproc import ServerProcess
+
+    path = conversation or data_dir() / "demo" / "conversation.yaml"
+
+    def progress(msg: str) -> None:
+        if not as_json:
+            console.print(f"[dim]{msg}[/]")
+
+    def run(base: str) -> dict:
+        return asyncio.run(
+            run_pipeline_bench(
+                base, path, runs=runs, budget_p95_ms=budget_ms, max_sessions=max_sessions,
+                on_progress=progress,
+            )
+        )  # fmt: skip
+
+    if url is None:
+        with ServerProcess(store_path=str(_tmp_store()), agents=["audio-sage"]) as srv:
+            report = run(srv.http_url)
+    else:
+        report = run(url)
+    if as_json:
+        print(json.dumps(report))
+        return
+    single = report["single"]
+    table = Table(title=f"pipeline: {report['runs']} runs of the demo conversation")
+    table.add_column("metric")
+    for col in ("p50", "p95", "p99", "n"):
+        table.add_column(col, justify="right")
+    rows = [("voice-to-voice (ms)", single["voice_to_voice_ms"]),
+            ("interruption (ms)", single["interruption_ms"]),
+            ("STT real-time factor", single["stt_rtf"])]  # fmt: skip
+    rows += [(f"stage {k} (ms)", v) for k, v in single["stages_ms"].items()]
+    for label, v in rows:
+        table.add_row(
+            label, *(str(v[c]) if v[c] is not None else "–" for c in ("p50", "p95", "p99", "n"))
+        )
+    console.print(table)
+    cap = report["capacity"]
+    for step in cap["steps"]:
+        verdict = "ok" if step["ok"] else "over budget"
+        console.print(f"{step['sessions']} sessions: v2v p95 {step['v2v_p95_ms']} ms {verdict}")
+    best = cap["max_sessions_within_budget"]
+    console.print(f"largest concurrency within {cap['budget_p95_ms']:.0f} ms p95: {best}")
+    if single["errors"]:
+        console.print(f"[red]errors:[/] {single['errors']}")
 
 
 @bench_app.command("accuracy")
@@ -172,7 +244,7 @@ def bench_accuracy(
             )
 
         if url is None:
-            with ServerProcess(store_path="") as srv:
+            with ServerProcess(store_path=str(_tmp_store()), agents=[agent_id]) as srv:
                 results = run(srv.http_url)
         else:
             results = run(url)
@@ -189,6 +261,13 @@ def bench_accuracy(
         )
     console.print(table)
     console.print(f"overall WER {summary['wer']:.2%}, CER {summary['cer']:.2%}")
+
+
+def _tmp_store() -> Path:
+    """Benchmarks run with the conversation store on, as production does, in a temp dir."""
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix="sagelab-bench-")) / "store.sqlite3"
 
 
 def _print_transport(s: dict) -> None:

@@ -63,6 +63,7 @@ async def test_unknown_route_is_a_json_404(server):
 @pytest.fixture
 async def keyed_server(tmp_path):  # type: ignore[no-untyped-def]
     config = load_config(None, env={}, port=0, store_path=str(tmp_path / "s.db"), api_keys=["sk-1"])
+    config.agents = [a for a in config.agents if a.id == "scripted"]
     async with SagelabServer(config) as srv:
         yield srv
 

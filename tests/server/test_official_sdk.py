@@ -213,6 +213,7 @@ def auth_server(tmp_path):  # type: ignore[no-untyped-def]
     config = load_config(
         None, env={}, port=0, store_path=str(tmp_path / "s.sqlite3"), api_keys=["sk-test-key"]
     )
+    config.agents = [a for a in config.agents if a.id == "scripted"]
     config.agents[0].requires_auth = True
     with BackgroundServer(config) as srv:
         yield srv

@@ -83,6 +83,7 @@ class ServerProcess:
         max_sessions: int | None = None,
         store_path: str | None = None,
         log_path: str | Path | None = None,
+        agents: list[str] | None = None,
     ) -> None:
         self.port = free_port()
         self.http_url = f"http://127.0.0.1:{self.port}"
@@ -93,6 +94,8 @@ class ServerProcess:
             cmd += ["--max-sessions", str(max_sessions)]
         if store_path is not None:
             cmd += ["--store", store_path]
+        for agent in agents or []:
+            cmd += ["--agent", agent]
         self.cmd = cmd
         self.log_path = Path(log_path) if log_path else None
         self.proc: subprocess.Popen[bytes] | None = None

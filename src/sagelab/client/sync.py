@@ -70,6 +70,12 @@ class _LoopThread:
         """
         if not self.running:
             raise SessionError("the session is closed")
+        if threading.current_thread() is self._thread:
+            # Blocking the loop on a coroutine that needs the same loop would hang forever.
+            raise RuntimeError(
+                "SyncSession methods cannot be called from its own loop (an async tool "
+                "handler); use the async Session there (SyncSession.session)"
+            )
         future = asyncio.run_coroutine_threadsafe(make(), self.loop)
         try:
             return future.result()
@@ -140,8 +146,12 @@ class SyncSession:
         tools: dict[str, ToolHandler] | None = None,
         chunk_ms: int = 100,
         record_audio: bool = True,
+        stages: bool = False,
     ) -> SyncSession:
         """Connect and wait for the session metadata; the arguments are ``Session.connect``'s.
+
+        They are spelled out rather than forwarded as ``**kwargs`` so that notebooks complete
+        and document them; a test keeps the two signatures the same.
 
         Tool handlers run on the session's loop thread (sync ones in its worker threads), not
         in the caller's thread, because the caller may be blocked in ``wait_for`` when the
@@ -150,7 +160,7 @@ class SyncSession:
         runner = _LoopThread()
 
         async def open_session() -> Session:
-            return await Session.connect(
+            session: Session = await Session.connect(
                 base_url,
                 agent_id,
                 api_key=api_key,
@@ -165,7 +175,9 @@ class SyncSession:
                 tools=tools,
                 chunk_ms=chunk_ms,
                 record_audio=record_audio,
+                stages=stages,
             )
+            return session
 
         try:
             session = runner.run(open_session)

@@ -38,6 +38,7 @@ class SagelabServer:
         self.signer = SignedUrlSigner(secret.encode(), ttl_s=config.signed_url_ttl_s)
         self.api_keys = ApiKeyStore(config.api_keys)
         self.store: ConversationStore | None = None
+        self.tool_registries: dict[str, Any] = {}
         self._server: Server | None = None
         self._stopping: asyncio.Event | None = None
 
@@ -50,6 +51,7 @@ class SagelabServer:
             self.store = ConversationStore(path)
         self._stopping = asyncio.Event()
         await self._prepare_backends()
+        self._load_server_tools()
         self._server = await serve(
             self._handle,
             self.config.host,
@@ -78,6 +80,19 @@ class SagelabServer:
             except Exception:
                 # Sessions for this agent will fail with the loading error; others still work.
                 log.exception("could not prepare agent %s", spec.id)
+
+    def _load_server_tools(self) -> None:
+        from sagelab.server.tools import load_server_tools
+
+        for spec in self.config.agents:
+            try:
+                registry = load_server_tools(spec)
+            except Exception:
+                # Calls to this agent's server tools will answer with an error; sessions work.
+                log.exception("could not load server tools for agent %s", spec.id)
+                continue
+            if registry is not None:
+                self.tool_registries[spec.id] = registry
 
     async def stop(self) -> None:
         """Graceful: stop accepting, end sessions with 1001, flush the store."""

@@ -128,6 +128,14 @@ class ConvAITransport(Transport):
     async def send_vad_score(self, score: float) -> None:
         await self._send("vad_score", wire.encode_server(wire.VadScore(vad_score=score)))
 
+    async def send_tool_request(
+        self, name: str, tool_call_id: str, parameters: dict[str, Any], event_id: int
+    ) -> None:
+        msg = wire.AgentToolRequest(
+            tool_name=name, tool_call_id=tool_call_id, tool_type="webhook", event_id=event_id
+        )
+        await self._send(msg.type, wire.encode_server(msg))
+
     async def send_stage(self, event_id: int, stage: str, ms: float) -> None:
         if not self.stages_enabled:
             return
@@ -309,6 +317,7 @@ async def _serve_reserved(ws: ServerConnection, server: SagelabServer, spec: Age
         config=server.config,
         metrics=server.metrics,
         store=server.store,
+        server_tools=server.tool_registries.get(agent.id),
     )
     try:
         backend = create_agent(conv, server.config.base_dir)

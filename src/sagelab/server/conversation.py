@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from sagelab.config import ServerConfig
     from sagelab.server.metrics import ServerMetrics
     from sagelab.server.store import ConversationStore
+    from sagelab.tools import ToolRegistry
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 16_000
@@ -73,6 +74,7 @@ class Conversation:
         config: ServerConfig,
         metrics: ServerMetrics,
         store: ConversationStore | None,
+        server_tools: ToolRegistry | None = None,
     ) -> None:
         self.conversation_id = conversation_id
         self.agent = agent
@@ -80,6 +82,7 @@ class Conversation:
         self.config = config
         self.metrics = metrics
         self.store = store
+        self.server_tools = server_tools
         self.backend: Agent | None = None
         self.started_at = time.time()
         self._t_start = time.monotonic()
@@ -299,15 +302,23 @@ class Conversation:
         call_id = f"call_{uuid.uuid4().hex[:16]}"
         if spec is None:
             return ToolResult(call_id, f"agent {self.agent.id!r} has no tool named {name!r}", True)
-        if spec.type != "client":
-            return ToolResult(call_id, f"server tool {name!r} has no implementation here", True)
         started = time.monotonic()
         if self.store is not None:
             self.store.start_tool_call(
                 self.conversation_id, call_id, name, parameters, event_id=turn.event_id
             )
-        await self.transport.send_client_tool_call(name, call_id, parameters, turn.event_id)
-        if not self.transport.answers_client_tools:
+        if spec.type == "server":
+            await self.transport.send_tool_request(name, call_id, parameters, turn.event_id)
+            if self.server_tools is None or name not in self.server_tools:
+                result = ToolResult(
+                    call_id, f"server tool {name!r} has no implementation on this server", True
+                )
+            else:
+                outcome = await self.server_tools.execute(
+                    name, parameters, timeout=spec.response_timeout_secs
+                )
+                result = outcome.to_tool_result(call_id)
+        elif not await self._send_client_call(name, call_id, parameters, turn.event_id):
             result = ToolResult(
                 call_id,
                 f"client tool {name!r} cannot run over the {self.transport.protocol} protocol, "
@@ -342,10 +353,18 @@ class Conversation:
                 is_error=result.is_error,
                 duration_ms=elapsed * 1e3,
             )
+        tool_type = "webhook" if spec.type == "server" else "client"
         await self.transport.send_tool_response(
-            name, call_id, "client", result.is_error, turn.event_id
+            name, call_id, tool_type, result.is_error, turn.event_id
         )
         return result
+
+    async def _send_client_call(
+        self, name: str, call_id: str, parameters: dict[str, Any], event_id: int
+    ) -> bool:
+        """Send ``client_tool_call``; False when the client cannot answer (relay)."""
+        await self.transport.send_client_tool_call(name, call_id, parameters, event_id)
+        return self.transport.answers_client_tools
 
     def on_tool_result(self, tool_call_id: str, value: Any, is_error: bool) -> bool:
         """A ``client_tool_result`` arrived; False when no call is waiting for that id."""

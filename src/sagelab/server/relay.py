@@ -87,6 +87,11 @@ class RelayTransport(Transport):
     ) -> None:
         await self._send(wire.ToolCall(tool_name=name, params=parameters))
 
+    async def send_tool_request(
+        self, name: str, tool_call_id: str, parameters: dict[str, Any], event_id: int
+    ) -> None:
+        await self._send(wire.ToolCall(tool_name=name, params=parameters))
+
     async def send_tool_response(
         self, name: str, tool_call_id: str, tool_type: str, is_error: bool, event_id: int
     ) -> None:
@@ -177,6 +182,7 @@ async def _serve(
         config=server.config,
         metrics=server.metrics,
         store=server.store,
+        server_tools=server.tool_registries.get(agent.id),
     )
     try:
         backend = create_agent(conv, server.config.base_dir)

@@ -63,6 +63,12 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def close(self, code: int, reason: str) -> None: ...
 
+    async def send_tool_request(
+        self, name: str, tool_call_id: str, parameters: dict[str, Any], event_id: int
+    ) -> None:
+        """A server tool starts running (ConvAI ``agent_tool_request``; relay ``tool_call``)."""
+        return
+
     async def send_stage(self, event_id: int, stage: str, ms: float) -> None:
         """A pipeline stage's duration, for clients that asked for them (default: none)."""
         return

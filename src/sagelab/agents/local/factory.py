@@ -60,6 +60,9 @@ def create(ctx: AgentContext, base_dir: Path) -> LocalAgent:
     options = ctx.agent.options
     brain_name = options.get("brain", "rules")
     brain_options = dict(options.get("brain_options") or {})
+    if brain_name == "rules":
+        variables = {**ctx.agent.dynamic_variables, **brain_options.get("variables", {})}
+        brain_options["variables"] = variables
     return LocalAgent(
         ctx,
         detector=VadTurnDetector(**(options.get("vad") or {})),

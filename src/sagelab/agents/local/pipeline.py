@@ -106,6 +106,7 @@ class LocalAgent(Agent):
 
     async def close(self) -> None:
         await self._cancel()
+        await self.brain.aclose()
 
     # -- turns -----------------------------------------------------------------------------
 

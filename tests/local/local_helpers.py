@@ -1,0 +1,166 @@
+"""Shared by the model tests: the speech set, live-like streams, and a fair WER.
+
+WER normalisation (applied to reference and hypothesis alike): lowercase; titles spelled out
+("Mr." → "mister", "Mrs." → "missus", "Dr." → "doctor"); digits to words ("10" → "ten",
+"3.5" → "three point five", "1,200" → "one thousand two hundred"); hyphens become spaces;
+every other punctuation mark is dropped except apostrophes inside words; whitespace collapses.
+The references in data/speech are written as spoken, Whisper writes numbers as digits and
+adds punctuation and casing, and none of that is a recognition error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import jiwer
+import numpy as np
+
+from sagelab.audio import load_audio
+
+SPEECH_DIR = Path(__file__).resolve().parents[2] / "data" / "speech"
+RATE = 16000
+
+
+@dataclass(frozen=True)
+class Utterance:
+    id: str
+    pcm: np.ndarray
+    text: str
+
+
+def load_manifest() -> list[Utterance]:
+    rows = [json.loads(line) for line in (SPEECH_DIR / "manifest.jsonl").read_text().splitlines()]
+    return [Utterance(r["id"], load_audio(SPEECH_DIR / r["audio"]), r["text"]) for r in rows if r]
+
+
+# -- text normalisation -------------------------------------------------------------------
+
+_ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
+_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+_SCALES = ((1_000_000_000, "billion"), (1_000_000, "million"), (1000, "thousand"))
+_TITLES = {"mr": "mister", "mrs": "missus", "dr": "doctor"}
+
+
+def number_words(n: int) -> str:
+    """Cardinal English words for a non-negative integer ("105" → "one hundred five")."""
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        tens, ones = divmod(n, 10)
+        return _TENS[tens] + ("" if ones == 0 else " " + _ONES[ones])
+    if n < 1000:
+        hundreds, rest = divmod(n, 100)
+        return _ONES[hundreds] + " hundred" + ("" if rest == 0 else " " + number_words(rest))
+    for value, name in _SCALES:
+        if n >= value:
+            head, rest = divmod(n, value)
+            return number_words(head) + " " + name + ("" if rest == 0 else " " + number_words(rest))
+    raise AssertionError("unreachable")
+
+
+def _spell_number(match: re.Match[str]) -> str:
+    whole, _, frac = match.group().replace(",", "").partition(".")
+    words = number_words(int(whole))
+    if frac:
+        words += " point " + " ".join(_ONES[int(d)] for d in frac)
+    return f" {words} "
+
+
+def normalize(text: str) -> str:
+    text = text.lower()
+    text = re.sub(r"\b(mrs?|dr)\.", lambda m: _TITLES[m.group(1)], text)
+    text = re.sub(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?", _spell_number, text)
+    text = text.replace("-", " ")
+    text = re.sub(r"[^\w\s']|(?<!\w)'|'(?!\w)", " ", text)
+    return " ".join(text.split())
+
+
+def wer(references: list[str], hypotheses: list[str]) -> float:
+    return float(jiwer.wer([normalize(r) for r in references], [normalize(h) for h in hypotheses]))
+
+
+# -- live-like streams ----------------------------------------------------------------------
+
+
+def white_noise(n: int, dbfs: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    samples = rng.standard_normal(n) * 32768 * 10 ** (dbfs / 20)
+    return np.clip(np.rint(samples), -32768, 32767).astype(np.int16)
+
+
+def _frame_dbfs(pcm: np.ndarray) -> np.ndarray:
+    frames = pcm[: pcm.size // 160 * 160].reshape(-1, 160).astype(np.float64)
+    return 10 * np.log10((frames**2).mean(axis=1) / 32768**2 + 1e-12)
+
+
+def energy_bounds(pcm: np.ndarray) -> tuple[int, int]:
+    """Reference start and end of speech in a clean recording, by energy.
+
+    A 10 ms frame is loud above max(noise floor + 15 dB, peak - 35 dB), the floor being the
+    10th percentile; speech spans the first to the last run of three loud frames, so single
+    clicks do not count. Breaths and soft final fricatives can still move the end by ~0.2 s.
+    """
+    db = _frame_dbfs(pcm)
+    threshold = max(float(np.percentile(db, 10)) + 15, float(db.max()) - 35)
+    loud = (db > threshold).astype(int)
+    runs = np.flatnonzero(np.convolve(loud, np.ones(3, dtype=int), "valid") == 3)
+    return int(runs[0] * 160), int((runs[-1] + 3) * 160)
+
+
+@dataclass(frozen=True)
+class Stream:
+    id: str
+    pcm: np.ndarray
+    speech_start: int
+    speech_end: int
+
+
+def as_stream(utt: Utterance, seed: int, lead_s: float = 0.5, tail_s: float = 3.0) -> Stream:
+    """The utterance as a microphone would send it, with time before and after.
+
+    Before: white noise at the recording's own noise floor (at least -70 dBFS). After: the
+    recording's own trailing room tone, a 10 ms fade, then digital silence, as from a client
+    with noise suppression. (Splicing synthetic noise onto the end instead makes a seam that
+    Silero sometimes scores near 0.5, which would measure the seam, not the end of speech.)
+    """
+    floor = max(float(np.percentile(_frame_dbfs(utt.pcm), 10)), -70.0)
+    lead = white_noise(int(lead_s * RATE), floor, seed)
+    body = utt.pcm.astype(np.float64)
+    body[-160:] *= np.linspace(1.0, 0.0, 160)
+    tail = np.zeros(int(tail_s * RATE), dtype=np.int16)
+    start, end = energy_bounds(utt.pcm)
+    pcm = np.concatenate([lead, np.rint(body).astype(np.int16), tail])
+    return Stream(utt.id, pcm, lead.size + start, lead.size + end)
+
+
+def feed_in_chunks(detector: object, pcm: np.ndarray, chunk: int = 320) -> list[tuple[object, int]]:
+    """Feed like a live client; each event comes with the samples fed when it was emitted."""
+    events: list[tuple[object, int]] = []
+    for offset in range(0, pcm.size, chunk):
+        fed = min(offset + chunk, pcm.size)
+        events.extend((e, fed) for e in detector.feed(pcm[offset:fed]))  # type: ignore[attr-defined]
+    return events

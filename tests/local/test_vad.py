@@ -1,0 +1,166 @@
+"""Silero VAD and the turn detector on real recorded speech, silence and noise."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from local_helpers import Stream, as_stream, feed_in_chunks, load_manifest, white_noise
+
+from sagelab.agents.local.errors import ModelLoadError
+from sagelab.agents.local.vad import (
+    WINDOW_SAMPLES,
+    SileroVad,
+    VadTurnDetector,
+    get_vad_model,
+)
+from sagelab.agents.turns import EnergyTurnDetector, TurnEvent
+
+STREAMS = [as_stream(u, seed) for seed, u in enumerate(load_manifest())]
+
+
+def _turns(events: list[tuple[object, int]]) -> list[TurnEvent]:
+    return [e for e, _ in events if isinstance(e, TurnEvent)]
+
+
+@pytest.mark.parametrize("stream", STREAMS, ids=[s.id[-28:] for s in STREAMS])
+def test_every_utterance_is_one_turn(stream: Stream) -> None:
+    events = _turns(feed_in_chunks(VadTurnDetector(), stream.pcm))
+    assert [e.kind for e in events] == ["speech_start", "speech_end"]
+    start, end = events
+    # The marks sit near the energy reference (which itself is only good to ~0.2 s at the end).
+    assert abs(start.sample - stream.speech_start) < 0.2 * 16000
+    assert abs(end.sample - stream.speech_end) < 0.4 * 16000
+
+
+@pytest.mark.parametrize("end_silence_ms", [300, 500, 900])
+def test_turn_ends_within_end_silence_plus_margin(end_silence_ms: int) -> None:
+    """Decision time minus the real end of speech, over every utterance."""
+    margin_ms = 300  # model lag (~50 ms), 32 ms windows, a 20 ms chunk, reference error
+    for stream in STREAMS:
+        events = feed_in_chunks(VadTurnDetector(end_silence_ms=end_silence_ms), stream.pcm)
+        ends = [fed for e, fed in events if isinstance(e, TurnEvent) and e.kind == "speech_end"]
+        assert ends, stream.id
+        delay_ms = (ends[-1] - stream.speech_end) * 1000 / 16000
+        assert delay_ms <= end_silence_ms + margin_ms, (stream.id, delay_ms)
+        # Never long before the end either; the energy reference itself runs up to ~0.35 s late
+        # (forever_4 ends on a breath that Silero rightly ignores).
+        assert delay_ms > -400, (stream.id, delay_ms)
+
+
+@pytest.mark.parametrize(
+    "audio",
+    [
+        np.zeros(16000 * 10, dtype=np.int16),
+        white_noise(16000 * 10, -70, 1),
+        white_noise(16000 * 10, -60, 2),
+        white_noise(16000 * 10, -50, 3),
+        white_noise(16000 * 10, -40, 4),
+    ],
+    ids=["digital-silence", "noise-70dBFS", "noise-60dBFS", "noise-50dBFS", "noise-40dBFS"],
+)
+def test_silence_and_low_noise_never_start_a_turn(audio: np.ndarray) -> None:
+    detector = VadTurnDetector()
+    assert feed_in_chunks(detector, audio) == []
+    assert not detector.speaking
+    probs = SileroVad().probabilities(audio[: audio.size // WINDOW_SAMPLES * WINDOW_SAMPLES])
+    assert float(probs.max()) < 0.3
+
+
+def test_chunk_size_does_not_change_the_events() -> None:
+    stream = STREAMS[0]
+    reference = _turns(feed_in_chunks(VadTurnDetector(), stream.pcm, chunk=320))
+    for chunk in (1, 160, 511, 512, 777, 16000, stream.pcm.size):
+        if chunk == 1:
+            pcm = stream.pcm[: 16000 * 2]  # one sample at a time, on a prefix
+            expected = _turns(feed_in_chunks(VadTurnDetector(), pcm, chunk=320))
+            assert _turns(feed_in_chunks(VadTurnDetector(), pcm, chunk=1)) == expected
+            continue
+        assert _turns(feed_in_chunks(VadTurnDetector(), stream.pcm, chunk=chunk)) == reference
+
+
+def test_interchangeable_with_the_energy_detector() -> None:
+    stream = next(s for s in STREAMS if s.id == "goforward")
+    for detector in (VadTurnDetector(), EnergyTurnDetector()):
+        events = _turns(feed_in_chunks(detector, stream.pcm))
+        assert [e.kind for e in events] == ["speech_start", "speech_end"]
+        assert all(type(e) is TurnEvent for e in events)
+        assert not detector.speaking
+
+
+def test_speaking_last_probability_and_reset() -> None:
+    stream = next(s for s in STREAMS if s.id == "goforward")
+    detector = VadTurnDetector()
+    assert detector.last_probability is None
+    detector.feed(stream.pcm[:100])  # less than a window: nothing to score yet
+    assert detector.last_probability is None
+    mid_speech = (stream.speech_start + stream.speech_end) // 2
+    events = detector.feed(stream.pcm[100:mid_speech])
+    assert [e.kind for e in events] == ["speech_start"]
+    assert detector.speaking
+    assert detector.last_probability is not None and detector.last_probability > 0.5
+    detector.reset()
+    assert not detector.speaking
+    # Offsets keep counting from the first audio ever fed, as EnergyTurnDetector's do.
+    tail = detector.feed(stream.pcm[mid_speech:])
+    assert all(e.sample >= mid_speech - 512 for e in tail)
+
+
+def test_start_is_padded_but_never_before_the_previous_turn() -> None:
+    stream = next(s for s in STREAMS if s.id == "goforward")
+    plain = _turns(feed_in_chunks(VadTurnDetector(speech_pad_ms=0), stream.pcm))
+    padded = _turns(feed_in_chunks(VadTurnDetector(speech_pad_ms=200), stream.pcm))
+    assert padded[0].sample == plain[0].sample - 3200
+    assert padded[1].sample == plain[1].sample  # ends are not padded
+    twice = np.concatenate([stream.pcm, stream.pcm])
+    events = _turns(feed_in_chunks(VadTurnDetector(speech_pad_ms=5000), twice))
+    assert [e.kind for e in events] == ["speech_start", "speech_end"] * 2
+    assert events[2].sample == events[1].sample
+
+
+def test_sessions_share_one_onnx_model() -> None:
+    a, b = SileroVad(), SileroVad()
+    assert a._onnx is b._onnx is get_vad_model()
+    # ...but not their state: interleaving two streams gives each its own probabilities.
+    x = STREAMS[0].pcm[: 40 * WINDOW_SAMPLES]
+    y = np.zeros_like(x)
+    alone = SileroVad().probabilities(x)
+    mixed = [
+        a.probabilities(x[i : i + 512])
+        for i in range(0, x.size, 512)
+        if b.probabilities(y[i : i + 512]).size
+    ]
+    np.testing.assert_allclose(np.concatenate(mixed), alone, atol=1e-5)
+
+
+def test_pysilero_backend_agrees_on_turns() -> None:
+    stream = next(s for s in STREAMS if s.id == "goforward")
+    events = _turns(feed_in_chunks(VadTurnDetector(backend="pysilero"), stream.pcm))
+    assert [e.kind for e in events] == ["speech_start", "speech_end"]
+
+
+def test_probabilities_need_whole_windows() -> None:
+    with pytest.raises(ValueError, match="512"):
+        SileroVad().probabilities(np.zeros(600, dtype=np.int16))
+    assert SileroVad().probabilities(np.zeros(0, dtype=np.int16)).size == 0
+
+
+def test_bad_thresholds_are_rejected() -> None:
+    with pytest.raises(ValueError):
+        VadTurnDetector(threshold=1.5)
+    with pytest.raises(ValueError):
+        VadTurnDetector(threshold=0.5, neg_threshold=0.6)
+
+
+def test_bad_model_path_names_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.onnx"
+    with pytest.raises(ModelLoadError, match=re.escape(str(missing))):
+        SileroVad(model_path=missing)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model")
+    with pytest.raises(ModelLoadError, match=re.escape(str(garbage))):
+        SileroVad(model_path=garbage)
+    with pytest.raises(ModelLoadError, match=re.escape(str(missing))):
+        SileroVad(backend="pysilero", model_path=missing)
