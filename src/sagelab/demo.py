@@ -1,151 +1,160 @@
-"""``make demo``: the bundled server plus a spoken conversation driven by ``Session``.
+"""``make demo``: the bundled server and a spoken conversation with the offline ``audio-sage``.
 
-Each user turn is real recorded speech streamed in real time. The demo shows, turn by turn,
-what the user said, which tools ran, what the agent answered and how long it took; then a
-barge-in, with the interruption latency. The whole timeline and both audio tracks go to
-``runs/demo-<time>/``.
+The demo user's turns (``data/demo/conversation.yaml``) are streamed as real-time audio; the
+agent hears them with Silero VAD and Whisper, answers with the rules brain and its tools over
+a real SQLite database, and speaks with Piper. Each turn is shown as it happens: what the agent
+heard, the tools it ran, what it said, and where the time went. One turn is interrupted by the
+user talking over the agent. The timeline, both audio tracks and the server's conversation
+store go to ``runs/demo-<time>/``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from sagelab.bench.pipeline import ScenarioTurn, load_conversation
 from sagelab.client import Session
 from sagelab.config import load_config
 from sagelab.server.app import SagelabServer
 
-WEATHER = {"paris": "sunny and 21 degrees", "london": "light rain and 14 degrees"}
-
-
-def get_weather(params: dict[str, Any]) -> str:
-    """The demo's client tool: the kind of application action an agent calls."""
-    city = str(params.get("city", "")).strip()
-    if city.lower() not in WEATHER:
-        raise ValueError(f"no weather for {city!r}; known cities: {', '.join(WEATHER)}")
-    return WEATHER[city.lower()]
+STAGE_ORDER = ("endpointing", "stt", "tool", "brain", "tts_first_audio")
 
 
 @dataclass
 class TurnReport:
-    said: str
     heard: str
-    tools: str
+    tools: list[str]
     reply: str
-    first_audio_ms: float | None
+    voice_to_voice_ms: float | None
+    stages: dict[str, float] = field(default_factory=dict)
     note: str = ""
 
 
-async def _speak_and_listen(session: Session, wav: Path, said: str) -> TurnReport:
+def _report(
+    session: Session, mark: int, reply: Any, first_audio: Any, speech_end_ns: int
+) -> TurnReport:
+    events = session.timeline.events[mark:]
+    heard = " ".join(
+        e.data.get("user_transcript", "") for e in events if e.type == "user_transcript"
+    )
+    tools = [
+        f"{e.data['tool_name']}"
+        for e in events
+        if e.type in ("agent_tool_request", "client_tool_call")
+    ]
+    stages = {
+        e.data["stage"]: float(e.data["ms"])
+        for e in events
+        if e.type == "internal_sagelab_stage" and e.event_id == reply.event_id
+    }
+    return TurnReport(
+        heard,
+        tools,
+        reply.data.get("agent_response", ""),
+        (first_audio.t_ns - speech_end_ns) / 1e6,
+        stages,
+    )
+
+
+async def _turn(session: Session, turn: ScenarioTurn) -> tuple[TurnReport, Any]:
     mark = session.mark()
-    sent = await session.send_audio(wav, trailing_silence_ms=900)
+    sent = await session.send_audio(turn.audio, trailing_silence_ms=1000)
     reply = await session.wait_for("agent_response", since=mark, timeout=30)
     first = await session.wait_for(
         "audio", since=mark, timeout=30, predicate=lambda e: (e.event_id or 0) >= reply.event_id
     )
-    await session.wait_agent_done()
-    return _report(session, mark, said, reply, (first.t_ns - sent.speech_end_ns) / 1e6)
-
-
-def _report(
-    session: Session, mark: int, said: str, reply: Any, first_ms: float | None
-) -> TurnReport:
-    events = session.timeline.events[mark:]
-    heard = next(
-        (e.data.get("user_transcript", "") for e in events if e.type == "user_transcript"), ""
-    )
-    tools = "; ".join(
-        f"{e.data['tool_name']}({', '.join(f'{k}={v!r}' for k, v in e.data['parameters'].items())})"
-        for e in events
-        if e.type == "client_tool_call"
-    )
-    return TurnReport(said, heard, tools, reply.data.get("agent_response", ""), first_ms)
+    return _report(session, mark, reply, first, sent.speech_end_ns), reply
 
 
 async def run_demo(console: Console, *, config: Path | None, out_dir: Path, data: Path) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = out_dir / f"demo-{stamp}"
+    run_dir = out_dir / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    agent_id, turns = load_conversation(data / "demo" / "conversation.yaml")
     cfg = load_config(config, port=0, store_path=str(run_dir / "conversations.sqlite3"))
-    speech = data / "speech"
+    cfg.agents = [a for a in cfg.agents if a.id == agent_id]
+    for spec in cfg.agents:  # the demo's database is the run's own, fresh from the seed
+        tools = spec.options.get("server_tools")
+        if isinstance(tools, dict) and "database" in tools:
+            spec.options = {
+                **spec.options,
+                "server_tools": {**tools, "database": str(run_dir / "records.sqlite3")},
+            }
     reports: list[TurnReport] = []
+    console.print(f"[bold]sagelab demo[/]: loading the offline models for [bold]{agent_id}[/]…")
     async with SagelabServer(cfg) as server:
-        console.print(f"[bold]sagelab demo[/]: server at {server.http_url}, agent 'scripted'")
-        async with Session.connect(
-            server.http_url, "scripted", tools={"get_weather": get_weather}
-        ) as session:
-            greeting = await session.wait_for("agent_response", timeout=10)
-            await session.wait_agent_done()
+        console.print(f"server at {server.http_url}")
+        async with Session.connect(server.http_url, agent_id, stages=True) as session:
+            greeting = await session.wait_for("agent_response", timeout=30)
             console.print(f"[cyan]agent[/]: {greeting.data['agent_response']}")
-            for wav, said in (
-                ("goforward.wav", "go forward ten meters"),
-                ("cards_001.wav", "(a card name, which makes the agent look up the weather)"),
-            ):
-                report = await _speak_and_listen(session, speech / wav, said)
+            await session.wait_agent_done(timeout=60)
+            skip = False
+            for i, turn in enumerate(turns):
+                if skip:
+                    skip = False
+                    continue
+                console.print(f"[green]user says[/]: {turn.text}")
+                report, _reply = await _turn(session, turn)
                 reports.append(report)
                 _print_turn(console, report)
-
-            # Barge-in: let the long reply play for a while, then talk over it.
-            mark = session.mark()
-            await session.send_audio(speech / "forever_2.wav", trailing_silence_ms=900)
-            reply = await session.wait_for("agent_response", since=mark, timeout=30)
-            await session.wait_for(
-                "audio", since=mark, predicate=lambda e: (e.event_id or 0) >= reply.event_id
-            )
-            await _sleep(1.5)
-            barge = session.mark()
-            sent = await session.send_audio(speech / "cards_002.wav", trailing_silence_ms=900)
-            interruption = await session.wait_for("interruption", since=barge, timeout=10)
-            correction = await session.wait_for(
-                "agent_response_correction", since=barge, timeout=10
-            )
-            latency_ms = (interruption.t_ns - sent.speech_start_ns) / 1e6
-            reports.append(
-                TurnReport(
-                    "(talks over the agent)",
-                    "",
-                    "",
-                    correction.data.get("corrected_agent_response", ""),
-                    None,
-                    f"interrupted {latency_ms:.0f} ms after the user started speaking",
-                )
-            )
-            _print_turn(console, reports[-1])
-            await session.wait_for("agent_response", since=barge, timeout=30)
-            await session.wait_agent_done()
+                if turn.barge_after_ms is not None and i + 1 < len(turns):
+                    await asyncio.sleep(turn.barge_after_ms / 1000)
+                    barge = turns[i + 1]
+                    console.print(f"[green]user talks over the agent[/]: {barge.text}")
+                    mark = session.mark()
+                    sent = await session.send_audio(barge.audio, trailing_silence_ms=1000)
+                    cut = await session.wait_for("interruption", since=mark, timeout=10)
+                    correction = await session.wait_for(
+                        "agent_response_correction", since=mark, timeout=10
+                    )
+                    latency = (cut.t_ns - sent.speech_start_ns) / 1e6
+                    reports[-1].note = (
+                        f"interrupted {latency:.0f} ms after the user started talking; "
+                        f'heard: "{correction.data.get("corrected_agent_response", "")}"'
+                    )
+                    console.print(f"[yellow]{reports[-1].note}[/]")
+                    new_reply = await session.wait_for(
+                        "agent_response", since=mark, timeout=30,
+                        predicate=lambda e, c=cut: (e.event_id or 0) > c.event_id,
+                    )  # fmt: skip
+                    first = await session.wait_for(
+                        "audio", since=mark, timeout=30,
+                        predicate=lambda e, r=new_reply: (e.event_id or 0) >= r.event_id,
+                    )  # fmt: skip
+                    report = _report(session, mark, new_reply, first, sent.speech_end_ns)
+                    reports.append(report)
+                    _print_turn(console, report)
+                    skip = True
+                await session.wait_agent_done(timeout=60)
         session.timeline.save(run_dir)
     _print_table(console, reports)
     console.print(f"timeline, audio and conversation store written to [bold]{run_dir}[/]")
     return run_dir
 
 
-async def _sleep(seconds: float) -> None:
-    import asyncio
-
-    await asyncio.sleep(seconds)
+def _stages(r: TurnReport) -> str:
+    return ", ".join(f"{k} {r.stages[k]:.0f}" for k in STAGE_ORDER if k in r.stages)
 
 
 def _print_turn(console: Console, r: TurnReport) -> None:
-    console.print(
-        f"[green]user[/]: {r.said}" + (f"  [dim](transcript: {r.heard})[/]" if r.heard else "")
-    )
+    console.print(f"  [dim]heard:[/] {r.heard}")
     if r.tools:
-        console.print(f"[magenta]tool[/]: {r.tools}")
-    latency = f"  [dim]{r.first_audio_ms:.0f} ms to first audio[/]" if r.first_audio_ms else ""
-    console.print(f"[cyan]agent[/]: {r.reply}{latency}")
-    if r.note:
-        console.print(f"[yellow]{r.note}[/]")
+        console.print(f"  [magenta]tools:[/] {', '.join(r.tools)}")
+    console.print(f"[cyan]agent[/]: {r.reply}")
+    if r.voice_to_voice_ms is not None:
+        console.print(f"  [dim]voice-to-voice {r.voice_to_voice_ms:.0f} ms ({_stages(r)} ms)[/]")
 
 
 def _print_table(console: Console, reports: list[TurnReport]) -> None:
-    table = Table(title="turns")
-    for col in ("#", "user", "tool calls", "agent", "end of speech → first audio"):
+    table = Table(title="audio-sage demo: turns")
+    for col in ("#", "heard", "tools", "voice-to-voice", "stages (ms)", "note"):
         table.add_column(col)
     for i, r in enumerate(reports, 1):
-        latency = f"{r.first_audio_ms:.0f} ms" if r.first_audio_ms is not None else r.note
-        table.add_row(str(i), r.said, r.tools or "–", r.reply, latency)
+        v2v = f"{r.voice_to_voice_ms:.0f} ms" if r.voice_to_voice_ms is not None else "–"
+        table.add_row(str(i), r.heard, ", ".join(r.tools) or "–", v2v, _stages(r), r.note)
     console.print(table)

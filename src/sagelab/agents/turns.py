@@ -53,6 +53,11 @@ class EnergyTurnDetector:
     def speaking(self) -> bool:
         return self._speaking
 
+    @property
+    def silence_start(self) -> int | None:
+        """While speaking: the sample where the current run of silence began, else None."""
+        return self._run_start if self._speaking and self._quiet_run else None
+
     def reset(self) -> None:
         self._speaking = False
         self._loud_run = self._quiet_run = 0

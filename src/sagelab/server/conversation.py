@@ -225,6 +225,8 @@ class Conversation:
         self._claim(turn)
         if alignment:
             offset = turn.queued_s
+            if turn.alignment_chars and not turn.alignment_chars[-1][0].isspace():
+                turn.alignment_chars.append((" ", offset))  # between two synthesised pieces
             turn.alignment_chars.extend((c, offset + t) for c, t in alignment)
         n = self._chunk_samples
         for start in range(0, len(pcm), n):
@@ -290,7 +292,12 @@ class Conversation:
         """The words the user heard: by alignment when the backend gave it, else by share of
         the turn's audio played, rounded down to whole words."""
         if turn.alignment_chars:
-            return "".join(c for c, t in turn.alignment_chars if t < played_s).strip()
+            chars = turn.alignment_chars
+            n = sum(1 for _, t in chars if t < played_s)
+            heard = "".join(c for c, _ in chars[:n])
+            if n < len(chars) and not chars[n][0].isspace():
+                heard = heard.rsplit(" ", 1)[0] if " " in heard else ""  # no half words
+            return heard.strip()
         if turn.queued_s <= 0:
             return ""
         words = turn.text.split()

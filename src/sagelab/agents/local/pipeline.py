@@ -42,6 +42,7 @@ class LocalAgent(Agent):
         preroll_ms: int = 300,
         max_utterance_s: float = 30.0,
         vad_events: bool = False,
+        speculate_after_ms: float | None = 160,
     ) -> None:
         super().__init__(ctx)
         self.detector = detector
@@ -58,6 +59,13 @@ class LocalAgent(Agent):
         self._task: asyncio.Task[None] | None = None
         self._context_notes: dict[str | None, str] = {}
         self._samples_seen = 0
+        # Speculative STT: transcription starts once the user has been silent for a moment,
+        # while the detector still waits to be sure the turn is over; if the user goes on
+        # talking the guess is dropped. It hides most of STT inside the end-of-turn wait.
+        self._speculate_after = (
+            None if speculate_after_ms is None else int(speculate_after_ms * SAMPLE_RATE / 1000)
+        )
+        self._guess: tuple[int, asyncio.Future[Any]] | None = None
 
     # -- Agent interface -------------------------------------------------------------------
 
@@ -86,12 +94,16 @@ class LocalAgent(Agent):
                 self._utterance = list(self._preroll)
                 self._utterance_samples = sum(c.size for c in self._utterance)
                 self._preroll.clear()
+                self._guess = None
             elif self._utterance is not None:
                 audio = np.concatenate(self._utterance) if self._utterance else pcm[:0]
                 self._utterance = None
+                guess = self._guess[1] if self._guess and self._guess[0] == event.sample else None
+                self._guess = None
                 # How much audio after the real end of speech the detector needed to decide.
                 endpointing_ms = (self._samples_seen - event.sample) * 1000 / SAMPLE_RATE
-                self._spawn(self._respond_to_speech(audio, endpointing_ms))
+                self._spawn(self._respond_to_speech(audio, endpointing_ms, guess))
+        self._maybe_speculate()
 
     async def on_user_message(self, text: str) -> None:
         await self._barge_in()
@@ -120,14 +132,36 @@ class LocalAgent(Agent):
             self._utterance, self._utterance_samples = [], 0
             self._spawn(self._respond_to_speech(audio, None))
 
-    async def _respond_to_speech(self, audio: np.ndarray, endpointing_ms: float | None) -> None:
+    def _maybe_speculate(self) -> None:
+        silence_start = getattr(self.detector, "silence_start", None)
+        if self._utterance is None or self._speculate_after is None or silence_start is None:
+            self._guess = None  # speech resumed (or no turn): an earlier guess is stale
+            return
+        if self._guess is not None and self._guess[0] == silence_start:
+            return
+        if self._samples_seen - silence_start < self._speculate_after:
+            return
+        audio = np.concatenate(self._utterance) if self._utterance else np.zeros(0, np.int16)
+        future = asyncio.ensure_future(run_model(self.stt.transcribe, audio))
+        future.add_done_callback(_consume_exception)  # a dropped guess may fail unobserved
+        self._guess = (silence_start, future)
+
+    async def _respond_to_speech(
+        self,
+        audio: np.ndarray,
+        endpointing_ms: float | None,
+        guess: asyncio.Future[Any] | None = None,
+    ) -> None:
         turn = self.ctx.begin_turn()
         if endpointing_ms is not None:
             await self.ctx.stage(turn, "endpointing", endpointing_ms)
         await self.ctx.stage(turn, "utterance", audio.size * 1000 / SAMPLE_RATE)
         t0 = time.perf_counter()
         try:
-            transcript = await run_model(self.stt.transcribe, audio)
+            # With a speculative guess, "stt" is only what is left to wait for.
+            transcript = await (
+                guess if guess is not None else run_model(self.stt.transcribe, audio)
+            )
         except Exception as exc:
             log.exception("speech-to-text failed")
             await self.ctx.fail("asr_transcription_error", f"speech-to-text failed: {exc}")
@@ -186,7 +220,8 @@ class LocalAgent(Agent):
             while (sentence := await queue.get()) is not None:
                 if self.ctx.agent.text_only:
                     continue
-                chunks = iter(self.tts.synthesize(sentence))
+                pieces = _first_clause(sentence) if first_audio else [sentence]
+                chunks = (c for piece in pieces for c in self.tts.synthesize(piece))
                 while (chunk := await self._next_chunk(chunks)) is not None:
                     if first_audio:
                         ms = (time.perf_counter() - t0) * 1000
@@ -246,6 +281,22 @@ class LocalAgent(Agent):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _consume_exception(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _first_clause(sentence: str, min_chars: int = 24, long: int = 60) -> list[str]:
+    """Split a long first sentence at its first comma, so TTS of the turn's first audio
+    covers a clause rather than the whole sentence (Piper synthesises a piece at a time)."""
+    if len(sentence) < long:
+        return [sentence]
+    cut = sentence.find(", ", min_chars)
+    if cut < 0 or len(sentence) - cut < min_chars:
+        return [sentence]
+    return [sentence[: cut + 1], sentence[cut + 2 :]]
 
 
 async def _single(text: str) -> AsyncIterator[str]:

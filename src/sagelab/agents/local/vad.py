@@ -257,6 +257,11 @@ class VadTurnDetector:
         """True between a ``speech_start`` and the following ``speech_end``."""
         return self._speaking
 
+    @property
+    def silence_start(self) -> int | None:
+        """While speaking: the sample where the current silence began (for speculative STT)."""
+        return self._silence_start if self._speaking else None
+
     def reset(self) -> None:
         """Back to "not speaking" with fresh model state; sample offsets keep counting."""
         self._speaking = False
