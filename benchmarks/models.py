@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "local"))
 
 from local_helpers import (  # noqa: E402
+    Stream,
     Utterance,
     as_stream,
     feed_in_chunks,
@@ -70,43 +71,52 @@ def _summary(values: list[float], digits: int = 3) -> dict[str, Any]:
     return Summary.of(values).as_dict(digits)
 
 
+def _sweep_row(
+    streams: list[Stream], label: str, *, chunk: int = 320, **detector: Any
+) -> dict[str, Any]:
+    """Stream every utterance through one detector setting and score its turns."""
+    split = 0
+    delays: list[float] = []
+    end_marks: list[float] = []
+    start_marks: list[float] = []
+    for stream in streams:
+        events = [
+            (e, fed)
+            for e, fed in feed_in_chunks(VadTurnDetector(**detector), stream.pcm, chunk=chunk)
+            if isinstance(e, TurnEvent)
+        ]
+        starts = [e for e, _ in events if e.kind == "speech_start"]
+        ends = [(e, fed) for e, fed in events if e.kind == "speech_end"]
+        split += len(starts) > 1
+        if not ends:
+            continue
+        last, decided = ends[-1]
+        delays.append((decided - stream.speech_end) / 16)
+        end_marks.append((last.sample - stream.speech_end) / 16)
+        start_marks.append((starts[0].sample - stream.speech_start) / 16)
+    return {
+        "setting": label,
+        "utterances": len(streams),
+        "split": split,
+        "missed": len(streams) - len(delays),
+        "delay_ms": _summary(delays, 0),
+        "end_mark_ms_p50": float(np.median(end_marks)),
+        "start_mark_ms_p50": float(np.median(start_marks)),
+    }
+
+
 def vad_sweep(utterances: list[Utterance]) -> dict[str, Any]:
     streams = [as_stream(u, seed) for seed, u in enumerate(utterances)]
-    rows = []
-    for backend in ("onnx", "pysilero"):
-        for end_silence in END_SILENCES_MS if backend == "onnx" else (300, 400, 500):
-            split = 0
-            delays: list[float] = []
-            end_marks: list[float] = []
-            start_marks: list[float] = []
-            for stream in streams:
-                detector = VadTurnDetector(end_silence_ms=end_silence, backend=backend)
-                events = [
-                    (e, fed)
-                    for e, fed in feed_in_chunks(detector, stream.pcm)
-                    if isinstance(e, TurnEvent)
-                ]
-                starts = [e for e, _ in events if e.kind == "speech_start"]
-                ends = [(e, fed) for e, fed in events if e.kind == "speech_end"]
-                split += len(starts) > 1
-                if not ends:
-                    continue
-                last, decided = ends[-1]
-                delays.append((decided - stream.speech_end) / 16)
-                end_marks.append((last.sample - stream.speech_end) / 16)
-                start_marks.append((starts[0].sample - stream.speech_start) / 16)
-            rows.append(
-                {
-                    "backend": backend,
-                    "end_silence_ms": end_silence,
-                    "utterances": len(streams),
-                    "split": split,
-                    "missed": len(streams) - len(delays),
-                    "delay_ms": _summary(delays, 0),
-                    "end_mark_ms_p50": float(np.median(end_marks)),
-                    "start_mark_ms_p50": float(np.median(start_marks)),
-                }
-            )
+    rows = [_sweep_row(streams, f"end_silence {ms}", end_silence_ms=ms) for ms in END_SILENCES_MS]
+    rows += [
+        _sweep_row(streams, f"pysilero, end_silence {ms}", end_silence_ms=ms, backend="pysilero")
+        for ms in (300, 400, 500)
+    ]
+    sensitivity = [
+        *(_sweep_row(streams, f"threshold {t}", threshold=t) for t in (0.3, 0.4, 0.6, 0.7)),
+        *(_sweep_row(streams, f"min_speech {ms}", min_speech_ms=ms) for ms in (32, 160)),
+        *(_sweep_row(streams, f"chunk {n // 16} ms", chunk=n) for n in (160, 1600, 3200)),
+    ]
     pauses = {s.id: _longest_pause_ms(s.pcm) for s in streams}
     quiet = {}
     for name, audio in (
@@ -118,7 +128,12 @@ def vad_sweep(utterances: list[Utterance]) -> dict[str, Any]:
         starts = sum(1 for e, _ in events if isinstance(e, TurnEvent) and e.kind == "speech_start")
         quiet[name] = {"turns": starts, "max_p": float(probs.max())}
     longest = dict(sorted(pauses.items(), key=lambda kv: -kv[1])[:5])
-    return {"rows": rows, "quiet": quiet, "longest_internal_pauses_ms": longest}
+    return {
+        "rows": rows,
+        "sensitivity_at_500ms": sensitivity,
+        "quiet": quiet,
+        "longest_internal_pauses_ms": longest,
+    }
 
 
 def _longest_pause_ms(pcm: np.ndarray, threshold: float = 0.5, neg: float = 0.35) -> float:
@@ -247,12 +262,18 @@ def _fmt(s: dict[str, Any], unit: str = "") -> str:
 def print_report(report: dict[str, Any]) -> None:
     if "vad_sweep" in report:
         print("VAD end-of-turn sweep (20 ms chunks; delay = speech_end decision - real end)")
-        print("backend   end_silence  split  missed  delay p50/p95/max ms  end mark  start mark")
-        for r in report["vad_sweep"]["rows"]:
+        print(f"{'setting':29} split  missed  delay p50/p95/max ms  end mark  start mark")
+        sweep = report["vad_sweep"]
+        for r in (
+            sweep["rows"] + [{"setting": "-- at end_silence 500:"}] + sweep["sensitivity_at_500ms"]
+        ):
+            if "delay_ms" not in r:
+                print(r["setting"])
+                continue
             d = r["delay_ms"]
             print(
-                f"{r['backend']:9} {r['end_silence_ms']:8d} ms  {r['split']:2d}/{r['utterances']}"
-                f"  {r['missed']:5d}  {d['p50']:6.0f} {d['p95']:6.0f} {d['max']:6.0f}"
+                f"{r['setting']:28} {r['split']:2d}/{r['utterances']}  {r['missed']:5d}"
+                f"  {d['p50']:6.0f} {d['p95']:6.0f} {d['max']:6.0f}"
                 f"      {r['end_mark_ms_p50']:+5.0f} ms  {r['start_mark_ms_p50']:+5.0f} ms"
             )
         for name, q in report["vad_sweep"]["quiet"].items():

@@ -102,3 +102,10 @@ def test_corrupt_weights_name_the_path(tmp_path: Path) -> None:
 def test_model_names_are_not_downloaded_by_default() -> None:
     with pytest.raises(ModelLoadError, match="allow_download=True"):
         WhisperSTT("small.en")
+
+
+def test_prompt_and_hotwords_pass_through(manifest: list[Utterance]) -> None:
+    utt = next(u for u in manifest if u.id == "goforward")
+    biased = get_stt(initial_prompt="Robot commands.", hotwords="forward meters")
+    assert biased.model is get_stt().model
+    assert normalize(biased.transcribe(utt.pcm).text) == "go forward ten meters"

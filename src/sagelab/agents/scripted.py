@@ -83,11 +83,11 @@ class ScriptedAgent(Agent):
                 await self._barge_in()
             else:
                 seconds = (event.sample - self._speech_started_at) / SAMPLE_RATE
-                self._run(self._reply(None, speech_seconds=seconds))
+                self._run(self._reply(self._take_reply(), None, speech_seconds=seconds))
 
     async def on_user_message(self, text: str) -> None:
         await self._barge_in()
-        self._run(self._reply(text, speech_seconds=None))
+        self._run(self._reply(self._take_reply(), text, speech_seconds=None))
 
     async def on_interrupt(self) -> None:
         await self._barge_in()
@@ -121,11 +121,20 @@ class ScriptedAgent(Agent):
             self.ctx.fail("cascade_brain_error", f"scripted agent failed: {exc!r}", fatal=True)
         )
 
-    async def _reply(self, typed_text: str | None, speech_seconds: float | None) -> None:
+    def _take_reply(self) -> ScriptedReply | None:
+        """Each user turn consumes the next script step when it arrives, even if a newer turn
+        cancels its reply before it runs, so a script stays in step with its conversation."""
         if not self.replies:
-            return
+            return None
         reply = self.replies[self._next_reply % len(self.replies)]
         self._next_reply += 1
+        return reply
+
+    async def _reply(
+        self, reply: ScriptedReply | None, typed_text: str | None, speech_seconds: float | None
+    ) -> None:
+        if reply is None:
+            return
         turn = self.ctx.begin_turn()
         if typed_text is None:
             heard = reply.user_text or f"(speech, {speech_seconds or 0:.2f} s)"

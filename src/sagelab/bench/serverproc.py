@@ -102,9 +102,13 @@ class ServerProcess:
 
     def __enter__(self) -> ServerProcess:
         out = self.log_path.open("wb") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(
-            self.cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy()
-        )
+        try:
+            self.proc = subprocess.Popen(
+                self.cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy()
+            )
+        finally:
+            if out is not subprocess.DEVNULL:
+                out.close()  # the child holds its own descriptor
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -1,6 +1,15 @@
 """The client side: ``Session`` (async), ``SyncSession`` and the timeline they record."""
 
 from sagelab.client.session import SentAudio, Session, SessionError, conversation_url
+from sagelab.client.sync import SyncSession
 from sagelab.client.timeline import Timeline, TimelineEvent
 
-__all__ = ["SentAudio", "Session", "SessionError", "Timeline", "TimelineEvent", "conversation_url"]
+__all__ = [
+    "SentAudio",
+    "Session",
+    "SessionError",
+    "SyncSession",
+    "Timeline",
+    "TimelineEvent",
+    "conversation_url",
+]

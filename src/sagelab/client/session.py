@@ -124,6 +124,12 @@ class Session:
         self._send_lock = asyncio.Lock()
         self._playout_end_ns = 0
         self._last_audio_ns = 0
+        self._audio_turn = 0  # newest event id that brought audio
+        self._response_turn = 0  # newest event id that brought an agent_response
+        override = self.init.get("conversation_config_override") or {}
+        self.text_only = bool(
+            override.get("text_only") or (override.get("conversation") or {}).get("text_only")
+        )
         path = urllib.parse.urlsplit(url).path
         self.protocol = "relay" if path.rstrip("/").endswith("/voice-conversation") else "convai"
         self._webm: WebmOpusStreamEncoder | None = None
@@ -428,6 +434,7 @@ class Session:
                     duration_ns = pcm.size * 1_000_000_000 // 16_000
                     self._playout_end_ns = max(self._playout_end_ns, t_ns) + duration_ns
                     self._last_audio_ns = t_ns
+                    self._audio_turn = max(self._audio_turn, msg.event_id)
                 self.timeline.add_audio("recv", pcm, t_ns=t_ns, event_id=msg.event_id, stale=stale)
             case wire.ConversationInitiationMetadata():
                 self.conversation_id = msg.conversation_id
@@ -459,6 +466,15 @@ class Session:
                 task = asyncio.create_task(self._run_tool(msg))
                 self._tool_tasks.add(task)
                 task.add_done_callback(self._tool_tasks.discard)
+            case wire.AgentResponse():
+                self._response_turn = max(self._response_turn, msg.event_id)
+                self.timeline.add(
+                    "recv",
+                    msg.type,
+                    event_id=msg.event_id,
+                    t_ns=t_ns,
+                    agent_response=msg.agent_response,
+                )
             case wire.UnknownServerMessage():
                 payload = msg.raw.get(f"{msg.type}_event")
                 data = payload if isinstance(payload, dict) else {"raw": msg.raw}
@@ -501,11 +517,13 @@ class Session:
                 duration_ns = pcm.size * 1_000_000_000 // 16_000
                 self._playout_end_ns = max(self._playout_end_ns, t_ns) + duration_ns
                 self._last_audio_ns = t_ns
+                self._audio_turn = self._relay_turns
                 self.timeline.add_audio("recv", pcm, t_ns=t_ns, event_id=self._relay_turns)
             case relay_wire.Transcript():
                 self.timeline.add("recv", "user_transcript", t_ns=t_ns, user_transcript=msg.text)
             case relay_wire.AgentResponseText():
                 self._relay_turns += 1
+                self._response_turn = self._relay_turns
                 self.timeline.add(
                     "recv",
                     "agent_response",
@@ -622,11 +640,22 @@ class Session:
         return rtt
 
     async def wait_agent_done(self, *, quiet_s: float = 0.4, timeout: float = 60.0) -> None:
-        """Wait until the agent's audio received so far has played out and no more arrives."""
+        """Wait until the agent's audio received so far has played out and no more arrives.
+
+        A reply whose text came but whose audio has not yet (TTS is still working) counts as
+        not done, unless the session is text-only or that turn was interrupted.
+        """
         deadline = time.monotonic() + timeout
         while not self._closed.is_set():
             now = time.monotonic_ns()
-            if now >= self._playout_end_ns and now - self._last_audio_ns >= quiet_s * 1e9:
+            awaiting_audio = not self.text_only and self._response_turn > max(
+                self._audio_turn, self.last_interrupt_id
+            )
+            if (
+                not awaiting_audio
+                and now >= self._playout_end_ns
+                and now - self._last_audio_ns >= quiet_s * 1e9
+            ):
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"agent still speaking after {timeout:g} s")

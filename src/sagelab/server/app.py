@@ -101,6 +101,7 @@ class SagelabServer:
         self.registry.accepting = False
         self._server.close(close_connections=False)
         await self.registry.close_all(closecodes.GOING_AWAY, "server shutting down")
+        self._server.close()  # whatever is left: handshakes, idle keep-alive HTTP connections
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._server.wait_closed(), timeout=5)
         if self.store is not None:

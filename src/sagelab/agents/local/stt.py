@@ -17,8 +17,9 @@ share it from the model executor. CTranslate2 runs at most ``num_workers`` trans
 once, so ``num_workers`` defaults to the executor's width: with the default of 1, two
 executor threads would just take turns inside the model.
 
-Whisper always encodes a 30 s window however short the turn, so a call costs about 0.4 s on
-one core of the target machine even for one word (see ``benchmarks/models.py``).
+Whisper always encodes a 30 s window however short the turn (faster-whisper pads every input
+to 3000 mel frames), so a call costs 0.4-0.5 s on one core of the target machine even for one
+word; the encoder is ~90 % of it (see ``benchmarks/models.py``).
 """
 
 from __future__ import annotations
