@@ -3,61 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from elevenlabs.client import AsyncElevenLabs, ElevenLabs
 from elevenlabs.conversational_ai.conversation import (
     AsyncConversation,
-    AudioInterface,
     ClientTools,
     Conversation,
     ConversationInitiationData,
 )
 
-from sagelab.audio import load_audio, pcm_bytes, silence
+from sagelab.audio import load_audio, pcm_bytes
 from sagelab.config import load_config
 from sagelab.server.app import BackgroundServer
 
 ASSETS = Path(__file__).resolve().parents[2] / "src" / "sagelab" / "assets" / "audio"
-
-
-class WavMicrophone(AudioInterface):
-    """A microphone that plays a script: each utterance starts at a given second, silence
-    elsewhere, sent in 250 ms chunks in real time. Records every output chunk and interrupt."""
-
-    def __init__(self, placements: list[tuple[float, np.ndarray]], total_s: float):
-        self.audio = silence(int(total_s * 1000))
-        for at, pcm in placements:
-            i = int(at * 16000)
-            self.audio[i : i + pcm.size] = pcm
-        self.outputs: list[tuple[float, bytes]] = []
-        self.interrupts: list[float] = []
-        self._stop = threading.Event()
-
-    def start(self, input_callback):  # type: ignore[no-untyped-def]
-        def run() -> None:
-            t0 = time.monotonic()
-            chunk = 4000  # 250 ms, the SDK's recommended input chunk
-            for k, start in enumerate(range(0, self.audio.size, chunk)):
-                delay = t0 + k * 0.25 - time.monotonic()
-                if delay > 0 and self._stop.wait(delay):
-                    return
-                input_callback(pcm_bytes(self.audio[start : start + chunk]))
-
-        threading.Thread(target=run, daemon=True).start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def output(self, audio: bytes) -> None:
-        self.outputs.append((time.monotonic(), audio))
-
-    def interrupt(self) -> None:
-        self.interrupts.append(time.monotonic())
 
 
 def _wait(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
@@ -68,7 +30,9 @@ def _wait(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-
         time.sleep(0.02)
 
 
-def test_sync_sdk_conversation_with_tools_callbacks_and_latency(bg_server, speech_dir):
+def test_sync_sdk_conversation_with_tools_callbacks_and_latency(
+    bg_server, speech_dir, WavMicrophone
+):
     """Spoken turns in, transcripts/responses/latency out, a client tool answered."""
     mic = WavMicrophone(
         [
@@ -124,7 +88,7 @@ def test_sync_sdk_conversation_with_tools_callbacks_and_latency(bg_server, speec
     assert stored["tool_calls"][0]["result"] == "sunny in Paris"
 
 
-def test_sync_sdk_interruption_drops_stale_audio(bg_server, speech_dir):
+def test_sync_sdk_interruption_drops_stale_audio(bg_server, speech_dir, WavMicrophone):
     """Talking over the long reply: the SDK gets `interruption`, no audio of the cut turn
     arrives after it, and the next turn's audio is the next reply from its first sample."""
     go = load_audio(speech_dir / "goforward.wav")

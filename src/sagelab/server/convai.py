@@ -321,11 +321,15 @@ async def _serve_reserved(ws: ServerConnection, server: SagelabServer, spec: Age
     )
     try:
         backend = create_agent(conv, server.config.base_dir)
-    except (BackendError, FileNotFoundError, ValueError, TypeError) as exc:
+    except Exception as exc:  # a model that fails to load, bad backend options
+        log.warning("agent %s could not start: %s", agent.id, exc)
+        error_type = "cascade_brain_error" if isinstance(exc, BackendError) else "agent_start_error"
         await reject(
             ws,
             server,
-            SessionSetupError(closecodes.OPERATIONAL, "cascade_brain_error", str(exc)),
+            SessionSetupError(
+                closecodes.OPERATIONAL, error_type, f"agent {agent.id!r} could not start: {exc}"
+            ),
         )
         return
     if server.store is not None:

@@ -20,7 +20,7 @@ import numpy as np
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from sagelab.agents import BackendError, create_agent
+from sagelab.agents import create_agent
 from sagelab.agents.base import ResolvedAgent
 from sagelab.audio import IncrementalWebmDecoder, WebmDecodeError, wav_bytes
 from sagelab.config import AgentSpec, substitute_variables
@@ -186,7 +186,8 @@ async def _serve(
     )
     try:
         backend = create_agent(conv, server.config.base_dir)
-    except (BackendError, FileNotFoundError, ValueError, TypeError) as exc:
+    except Exception as exc:  # a model that fails to load, bad backend options
+        log.warning("agent %s could not start: %s", agent.id, exc)
         await _refuse(ws, closecodes.RELAY_SESSION_FAILED, f"Session creation failed: {exc}")
         return
     if server.store is not None:
