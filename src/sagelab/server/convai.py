@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 import uuid
@@ -22,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 
 from sagelab.agents import BackendError, create_agent
 from sagelab.agents.base import ResolvedAgent
-from sagelab.audio import AudioFormat, decode_to_pcm16, encode_pcm16
+from sagelab.audio import PCM_16000, AudioFormat, decode_to_pcm16, encode_pcm16
 from sagelab.config import AgentSpec, substitute_variables
 from sagelab.protocol import ProtocolError
 from sagelab.protocol import convai as wire
@@ -88,11 +89,21 @@ class ConvAITransport(Transport):
         msg = wire.AgentResponse(agent_response=text, event_id=event_id)
         await self._send(msg.type, wire.encode_server(msg))
 
+    def encode_audio(self, pcm: np.ndarray, chunk_samples: int) -> list[bytes]:
+        data = encode_pcm16(pcm, self.output_format)  # the whole block, resampled at once
+        if self.output_format == PCM_16000:
+            step = chunk_samples * 2
+            return [data[i : i + step] for i in range(0, len(data), step)]
+        width = self.output_format.bytes_per_sample
+        total = len(data) // width
+        ratio = total / max(1, len(pcm))
+        cuts = [round(i * ratio) for i in range(0, len(pcm), chunk_samples)] + [total]
+        return [data[a * width : b * width] for a, b in itertools.pairwise(cuts)]
+
     async def send_audio(
-        self, pcm: np.ndarray, event_id: int, alignment: dict[str, Any] | None
+        self, payload: bytes, event_id: int, alignment: dict[str, Any] | None
     ) -> None:
-        data = encode_pcm16(pcm, self.output_format)
-        msg = wire.AudioEvent(audio=data, event_id=event_id)
+        msg = wire.AudioEvent(audio=payload, event_id=event_id)
         await self._send("audio", wire.encode_server(msg))
 
     async def send_interruption(self, event_id: int) -> None:

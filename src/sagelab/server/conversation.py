@@ -88,7 +88,7 @@ class Conversation:
         self._t_start = time.monotonic()
         self._last_event_id = 0
         self._current: Turn | None = None
-        self._audio_q: asyncio.Queue[tuple[Turn, np.ndarray]] = asyncio.Queue()
+        self._audio_q: asyncio.Queue[tuple[Turn, float, Any]] = asyncio.Queue()
         self._chunk_samples = SAMPLE_RATE * config.audio_chunk_ms // 1000
         self._lead_s = config.audio_lead_ms / 1000
         self._pings: dict[int, float] = {}
@@ -229,12 +229,13 @@ class Conversation:
                 turn.alignment_chars.append((" ", offset))  # between two synthesised pieces
             turn.alignment_chars.extend((c, offset + t) for c, t in alignment)
         n = self._chunk_samples
-        for start in range(0, len(pcm), n):
-            chunk = pcm[start : start + n]
+        payloads = self.transport.encode_audio(pcm, n)
+        for i, payload in enumerate(payloads):
+            seconds = min(n, len(pcm) - i * n) / SAMPLE_RATE
             turn.pending += 1
-            turn.queued_s += len(chunk) / SAMPLE_RATE
+            turn.queued_s += seconds
             turn.drained.clear()
-            self._audio_q.put_nowait((turn, chunk))
+            self._audio_q.put_nowait((turn, seconds, payload))
 
     async def finish_audio(self, turn: Turn) -> None:
         if turn.pending:
@@ -247,7 +248,7 @@ class Conversation:
 
     async def _audio_sender(self) -> None:
         while True:
-            turn, chunk = await self._audio_q.get()
+            turn, seconds, payload = await self._audio_q.get()
             try:
                 if turn.interrupted:
                     continue
@@ -263,8 +264,8 @@ class Conversation:
                     await asyncio.sleep(delay)
                 if turn.interrupted:
                     continue
-                await self.transport.send_audio(chunk, turn.event_id, None)
-                turn.sent_s += len(chunk) / SAMPLE_RATE
+                await self.transport.send_audio(payload, turn.event_id, None)
+                turn.sent_s += seconds
             finally:
                 turn.pending -= 1
                 if turn.pending <= 0:

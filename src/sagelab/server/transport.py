@@ -33,9 +33,18 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def send_agent_response(self, text: str, event_id: int) -> None: ...
 
+    def encode_audio(self, pcm: np.ndarray, chunk_samples: int) -> list[Any]:
+        """Turn one block of 16 kHz agent audio into per-chunk payloads for ``send_audio``.
+
+        Called once per block the agent produces (a recording, a sentence), so a transport
+        that resamples does it over the whole block: no filter edges at chunk boundaries and
+        no streaming-resampler delay. The default keeps the 16 kHz chunks as they are.
+        """
+        return [pcm[i : i + chunk_samples] for i in range(0, len(pcm), chunk_samples)]
+
     @abc.abstractmethod
     async def send_audio(
-        self, pcm: np.ndarray, event_id: int, alignment: dict[str, Any] | None
+        self, payload: Any, event_id: int, alignment: dict[str, Any] | None
     ) -> None: ...
 
     @abc.abstractmethod
