@@ -194,7 +194,8 @@ def bench_pipeline(
         table.add_column(col, justify="right")
     rows = [("voice-to-voice (ms)", single["voice_to_voice_ms"]),
             ("interruption (ms)", single["interruption_ms"]),
-            ("STT real-time factor", single["stt_rtf"])]  # fmt: skip
+            ("STT real-time factor", single["stt_rtf"]),
+            ("TTS real-time factor", single["tts_rtf"])]  # fmt: skip
     rows += [(f"stage {k} (ms)", v) for k, v in single["stages_ms"].items()]
     for label, v in rows:
         table.add_row(

@@ -40,6 +40,7 @@ class RunResult:
     interruption_ms: list[float] = field(default_factory=list)
     stages: dict[str, list[float]] = field(default_factory=dict)
     stt_rtf: list[float] = field(default_factory=list)
+    tts_rtf: list[float] = field(default_factory=list)
     transcripts: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -108,8 +109,11 @@ def _collect_stages(s: Session, mark: int, event_id: int, result: RunResult) -> 
             result.transcripts.append(e.data.get("user_transcript", ""))
     for name, ms in stages.items():
         result.stages.setdefault(name, []).append(ms)
-    if "stt" in stages and stages.get("utterance"):
-        result.stt_rtf.append(stages["stt"] / stages["utterance"])
+    if stages.get("tts_audio"):
+        result.tts_rtf.append(stages.get("tts_synth", 0.0) / stages["tts_audio"])
+    compute = stages.get("stt_compute", stages.get("stt"))
+    if compute is not None and stages.get("utterance"):
+        result.stt_rtf.append(compute / stages["utterance"])
 
 
 def merge(results: list[RunResult]) -> RunResult:
@@ -118,6 +122,7 @@ def merge(results: list[RunResult]) -> RunResult:
         out.v2v_ms += r.v2v_ms
         out.interruption_ms += r.interruption_ms
         out.stt_rtf += r.stt_rtf
+        out.tts_rtf += r.tts_rtf
         out.transcripts += r.transcripts
         out.errors += r.errors
         for k, v in r.stages.items():
@@ -131,6 +136,7 @@ def summarize(r: RunResult) -> dict[str, Any]:
         "interruption_ms": Summary.of(r.interruption_ms).as_dict(1),
         "stages_ms": {k: Summary.of(v).as_dict(1) for k, v in sorted(r.stages.items())},
         "stt_rtf": Summary.of(r.stt_rtf).as_dict(3),
+        "tts_rtf": Summary.of(r.tts_rtf).as_dict(3),
         "errors": r.errors,
     }
 

@@ -167,6 +167,7 @@ class LocalAgent(Agent):
             await self.ctx.fail("asr_transcription_error", f"speech-to-text failed: {exc}")
             return
         await self.ctx.stage(turn, "stt", (time.perf_counter() - t0) * 1000)
+        await self.ctx.stage(turn, "stt_compute", transcript.elapsed_s * 1000)
         text = transcript.text.strip()
         if not text:
             return  # noise the VAD took for speech: no turn
@@ -216,19 +217,29 @@ class LocalAgent(Agent):
         producer = asyncio.create_task(produce())
         t0 = time.perf_counter()
         first_audio = True
+        synth_s = audio_s = 0.0
         try:
             while (sentence := await queue.get()) is not None:
                 if self.ctx.agent.text_only:
                     continue
                 pieces = _first_clause(sentence) if first_audio else [sentence]
                 chunks = (c for piece in pieces for c in self.tts.synthesize(piece))
-                while (chunk := await self._next_chunk(chunks)) is not None:
+                while True:
+                    t_chunk = time.perf_counter()
+                    chunk = await self._next_chunk(chunks)
+                    if chunk is None:
+                        break
+                    synth_s += time.perf_counter() - t_chunk
+                    audio_s += chunk.pcm.size / SAMPLE_RATE
                     if first_audio:
                         ms = (time.perf_counter() - t0) * 1000
                         await self.ctx.stage(turn, "tts_first_audio", ms)
                         first_audio = False
                     await self.ctx.agent_audio(turn, chunk.pcm, chunk.alignment)
             await producer
+            if audio_s:  # real-time factor = tts_synth / tts_audio
+                await self.ctx.stage(turn, "tts_synth", synth_s * 1000)
+                await self.ctx.stage(turn, "tts_audio", audio_s * 1000)
             await self.ctx.finish_audio(turn)
         finally:
             producer.cancel()
