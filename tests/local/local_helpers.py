@@ -11,7 +11,6 @@ adds punctuation and casing, and none of that is a recognition error.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import jiwer
 import numpy as np
 
 from sagelab.audio import load_audio
+from sagelab.metrics.accuracy import normalize
 
 SPEECH_DIR = Path(__file__).resolve().parents[2] / "data" / "speech"
 RATE = 16000
@@ -36,67 +36,7 @@ def load_manifest() -> list[Utterance]:
     return [Utterance(r["id"], load_audio(SPEECH_DIR / r["audio"]), r["text"]) for r in rows if r]
 
 
-# -- text normalisation -------------------------------------------------------------------
-
-_ONES = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-]
-_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-_SCALES = ((1_000_000_000, "billion"), (1_000_000, "million"), (1000, "thousand"))
-_TITLES = {"mr": "mister", "mrs": "missus", "dr": "doctor"}
-
-
-def number_words(n: int) -> str:
-    """Cardinal English words for a non-negative integer ("105" → "one hundred five")."""
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        tens, ones = divmod(n, 10)
-        return _TENS[tens] + ("" if ones == 0 else " " + _ONES[ones])
-    if n < 1000:
-        hundreds, rest = divmod(n, 100)
-        return _ONES[hundreds] + " hundred" + ("" if rest == 0 else " " + number_words(rest))
-    for value, name in _SCALES:
-        if n >= value:
-            head, rest = divmod(n, value)
-            return number_words(head) + " " + name + ("" if rest == 0 else " " + number_words(rest))
-    raise AssertionError("unreachable")
-
-
-def _spell_number(match: re.Match[str]) -> str:
-    whole, _, frac = match.group().replace(",", "").partition(".")
-    words = number_words(int(whole))
-    if frac:
-        words += " point " + " ".join(_ONES[int(d)] for d in frac)
-    return f" {words} "
-
-
-def normalize(text: str) -> str:
-    text = text.lower()
-    text = re.sub(r"\b(mrs?|dr)\.", lambda m: _TITLES[m.group(1)], text)
-    text = re.sub(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?", _spell_number, text)
-    text = text.replace("-", " ")
-    text = re.sub(r"[^\w\s']|(?<!\w)'|'(?!\w)", " ", text)
-    return " ".join(text.split())
+# -- text normalisation: the same as the benchmarks' (sagelab.metrics.accuracy) ------------
 
 
 def wer(references: list[str], hypotheses: list[str]) -> float:

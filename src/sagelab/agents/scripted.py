@@ -22,8 +22,6 @@ tool call's parameters. Without STT the agent cannot know what was said, so a sp
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -33,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from sagelab.agents.base import Agent, AgentContext, AgentTurn
+from sagelab.agents.replies import ReplyTask
 from sagelab.agents.turns import SAMPLE_RATE, EnergyTurnDetector
 from sagelab.audio import load_audio
 
@@ -69,57 +68,33 @@ class ScriptedAgent(Agent):
         self.greeting_audio = greeting_audio
         self.detector = detector
         self._next_reply = 0
-        self._task: asyncio.Task[None] | None = None
+        self._replies = ReplyTask(ctx, crash_is_fatal=True)
         self._speech_started_at = 0
 
     async def start(self) -> None:
         if self.ctx.agent.first_message:
-            self._run(self._speak(None, self.ctx.agent.first_message, self.greeting_audio))
+            self._replies.start(
+                self._speak(None, self.ctx.agent.first_message, self.greeting_audio)
+            )
 
     async def on_audio(self, pcm: np.ndarray) -> None:
         for event in self.detector.feed(pcm):
             if event.kind == "speech_start":
                 self._speech_started_at = event.sample
-                await self._barge_in()
+                await self._replies.barge_in()
             else:
                 seconds = (event.sample - self._speech_started_at) / SAMPLE_RATE
-                self._run(self._reply(self._take_reply(), None, speech_seconds=seconds))
+                self._replies.start(self._reply(self._take_reply(), None, speech_seconds=seconds))
 
     async def on_user_message(self, text: str) -> None:
-        await self._barge_in()
-        self._run(self._reply(self._take_reply(), text, speech_seconds=None))
+        await self._replies.barge_in()
+        self._replies.start(self._reply(self._take_reply(), text, speech_seconds=None))
 
     async def on_interrupt(self) -> None:
-        await self._barge_in()
+        await self._replies.barge_in()
 
     async def close(self) -> None:
-        await self._cancel()
-
-    async def _barge_in(self) -> None:
-        await self.ctx.interrupt()
-        await self._cancel()
-
-    async def _cancel(self) -> None:
-        task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    def _run(self, coro: Any) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-        self._task = asyncio.create_task(coro)
-        self._task.add_done_callback(self._report_crash)
-
-    def _report_crash(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or task.exception() is None:
-            return
-        exc = task.exception()
-        log.error("scripted agent turn failed", exc_info=exc)
-        asyncio.get_running_loop().create_task(
-            self.ctx.fail("cascade_brain_error", f"scripted agent failed: {exc!r}", fatal=True)
-        )
+        await self._replies.cancel()
 
     def _take_reply(self) -> ScriptedReply | None:
         """Each user turn consumes the next script step when it arrives, even if a newer turn

@@ -3,7 +3,7 @@
 Both sides are normalised the same way before scoring, so a transcript is not penalised for
 writing what was said in another form:
 
-1. lowercase, Unicode NFKC;
+1. lowercase, Unicode NFKC; "Mr." / "Mrs." / "Dr." spelled out;
 2. hyphens and slashes become spaces ("cold-hearted" → "cold hearted");
 3. other punctuation is removed (apostrophes inside words are kept: "what's");
 4. numbers written as digits become words ("10" → "ten", "3rd" → "third", "1,200" → "one
@@ -88,8 +88,12 @@ def _spell(match: re.Match[str]) -> str:
     return f" {_ordinal(words) if suffix else words} "
 
 
+_TITLES = {"mr": "mister", "mrs": "missus", "dr": "doctor"}
+
+
 def normalize(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).lower()
+    text = re.sub(r"\b(mrs?|dr)\.", lambda m: _TITLES[m.group(1)], text)
     text = re.sub(r"[-/–—]", " ", text)
     text = _NUMBER.sub(_spell, text)
     text = re.sub(r"(?<![a-z])'|'(?![a-z])", " ", text)  # quotes, not apostrophes in words

@@ -11,7 +11,6 @@ audio and tells the client what was actually heard.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
@@ -24,6 +23,7 @@ import numpy as np
 from sagelab.agents.base import Agent, AgentContext, AgentTurn, ToolResult
 from sagelab.agents.local.brain import Brain, BrainError, ChatMessage
 from sagelab.agents.local.executor import run_model
+from sagelab.agents.replies import ReplyTask
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 16_000
@@ -56,7 +56,7 @@ class LocalAgent(Agent):
         self._max_samples = int(SAMPLE_RATE * max_utterance_s)
         self._utterance: list[np.ndarray] | None = None
         self._utterance_samples = 0
-        self._task: asyncio.Task[None] | None = None
+        self._replies = ReplyTask(ctx)
         self._context_notes: dict[str | None, str] = {}
         self._samples_seen = 0
         # Speculative STT: transcription starts once the user has been silent for a moment,
@@ -73,7 +73,7 @@ class LocalAgent(Agent):
         greeting = self.ctx.agent.first_message
         if greeting:
             self.history.append(ChatMessage("assistant", greeting))
-            self._spawn(self._speak(self.ctx.begin_turn(), _single(greeting)))
+            self._replies.start(self._speak(self.ctx.begin_turn(), _single(greeting)))
 
     async def on_audio(self, pcm: np.ndarray) -> None:
         events = self.detector.feed(pcm)
@@ -90,7 +90,7 @@ class LocalAgent(Agent):
                 self._preroll.popleft()
         for event in events:
             if event.kind == "speech_start":
-                await self._barge_in()
+                await self._replies.barge_in()
                 self._utterance = list(self._preroll)
                 self._utterance_samples = sum(c.size for c in self._utterance)
                 self._preroll.clear()
@@ -102,22 +102,22 @@ class LocalAgent(Agent):
                 self._guess = None
                 # How much audio after the real end of speech the detector needed to decide.
                 endpointing_ms = (self._samples_seen - event.sample) * 1000 / SAMPLE_RATE
-                self._spawn(self._respond_to_speech(audio, endpointing_ms, guess))
+                self._replies.start(self._respond_to_speech(audio, endpointing_ms, guess))
         self._maybe_speculate()
 
     async def on_user_message(self, text: str) -> None:
-        await self._barge_in()
-        self._spawn(self._reply(self.ctx.begin_turn(), text))
+        await self._replies.barge_in()
+        self._replies.start(self._reply(self.ctx.begin_turn(), text))
 
     async def on_contextual_update(self, text: str, context_id: str | None) -> None:
         # The same context_id replaces the older note, as the protocol reference says.
         self._context_notes[context_id] = text
 
     async def on_interrupt(self) -> None:
-        await self._barge_in()
+        await self._replies.barge_in()
 
     async def close(self) -> None:
-        await self._cancel()
+        await self._replies.cancel()
         await self.brain.aclose()
 
     # -- turns -----------------------------------------------------------------------------
@@ -130,7 +130,7 @@ class LocalAgent(Agent):
             # A monologue longer than the limit is transcribed in pieces rather than held.
             audio = np.concatenate(self._utterance)
             self._utterance, self._utterance_samples = [], 0
-            self._spawn(self._respond_to_speech(audio, None))
+            self._replies.start(self._respond_to_speech(audio, None))
 
     def _maybe_speculate(self) -> None:
         silence_start = getattr(self.detector, "silence_start", None)
@@ -264,34 +264,6 @@ class LocalAgent(Agent):
         if notes:
             prompt += "\n\nContext from the application:\n" + "\n".join(f"- {n}" for n in notes)
         return prompt
-
-    # -- task management -------------------------------------------------------------------
-
-    def _spawn(self, coro: Any) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-        self._task = asyncio.create_task(coro)
-        self._task.add_done_callback(self._report_crash)
-
-    def _report_crash(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or task.exception() is None:
-            return
-        exc = task.exception()
-        log.error("local agent turn failed", exc_info=exc)
-        asyncio.get_running_loop().create_task(
-            self.ctx.fail("cascade_brain_error", f"agent turn failed: {exc!r}")
-        )
-
-    async def _barge_in(self) -> None:
-        await self.ctx.interrupt()
-        await self._cancel()
-
-    async def _cancel(self) -> None:
-        task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 def _consume_exception(future: asyncio.Future[Any]) -> None:
