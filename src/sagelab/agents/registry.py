@@ -19,6 +19,7 @@ class BackendError(RuntimeError):
 _BUILTIN = {
     "scripted": "sagelab.agents.scripted:create",
     "local": "sagelab.agents.local:create",
+    "elevenlabs": "sagelab.agents.elevenlabs:create",
 }
 _registered: dict[str, AgentFactory] = {}
 

@@ -102,8 +102,10 @@ class Session:
         chunk_ms: int = 100,
         record_audio: bool = True,
         open_timeout: float = 10.0,
+        listener: Callable[[wire.ServerMessage], None] | None = None,
     ) -> None:
         self.url = url
+        self.listener = listener
         self.init = init or {}
         self.tools: dict[str, ToolHandler] = dict(tools or {})
         self.chunk_ms = chunk_ms
@@ -156,11 +158,14 @@ class Session:
         chunk_ms: int = 100,
         record_audio: bool = True,
         stages: bool = False,
+        listener: Callable[[wire.ServerMessage], None] | None = None,
     ) -> _SessionContext:
         """Connect to ``base_url`` (http(s) like the SDK's ``base_url``, or a ws(s) URL).
 
         With ``requires_auth`` the session first asks ``get-signed-url`` with ``api_key``, like
         the official SDK does; that is how private ElevenLabs agents are reached.
+        ``listener`` is called with every typed server message as it arrives, from the
+        first one on (``events()`` only sees what comes after it is iterated).
         ``stages=True`` asks a sagelab server for per-turn pipeline timings
         (``internal_sagelab_stage`` events in the timeline); other servers ignore it.
         """
@@ -197,7 +202,12 @@ class Session:
         return _SessionContext(
             resolve_url,
             lambda url: cls(
-                url, init=init, tools=tools, chunk_ms=chunk_ms, record_audio=record_audio
+                url,
+                init=init,
+                tools=tools,
+                chunk_ms=chunk_ms,
+                record_audio=record_audio,
+                listener=listener,
             ),
         )
 
@@ -495,6 +505,8 @@ class Session:
                     t_ns=t_ns,
                     **_summary(msg),
                 )
+        if self.listener is not None:
+            self.listener(msg)
         for q in self._subscribers:
             q.put_nowait(msg)
 

@@ -147,6 +147,7 @@ class SyncSession:
         chunk_ms: int = 100,
         record_audio: bool = True,
         stages: bool = False,
+        listener: Callable[[Any], None] | None = None,
     ) -> SyncSession:
         """Connect and wait for the session metadata; the arguments are ``Session.connect``'s.
 
@@ -176,6 +177,7 @@ class SyncSession:
                 chunk_ms=chunk_ms,
                 record_audio=record_audio,
                 stages=stages,
+                listener=listener,
             )
             return session
 
