@@ -41,8 +41,3 @@ class Summary:
             "max": r(self.max),
             "mean": r(self.mean),
         }
-
-    def fmt(self, unit: str = "ms") -> str:
-        if self.n == 0:
-            return "–"
-        return f"{self.p50:.1f} / {self.p95:.1f} / {self.p99:.1f} {unit} (n={self.n})"

@@ -401,12 +401,7 @@ class Conversation:
             await self.finish_audio(self._current)
         await self.close(closecodes.NORMAL, reason)
 
-    # -- ending the backend's turn -----------------------------------------------------------
-
-    async def drain(self) -> None:
-        """Wait for all queued agent audio to be sent (used before a graceful end)."""
-        if self._current is not None:
-            await self.finish_audio(self._current)
+    # -- backend callbacks ---------------------------------------------------------------
 
     async def run_backend(self, coro: Any) -> None:
         """Run a backend callback; a crash there ends this session, never the server."""
