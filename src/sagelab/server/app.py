@@ -18,7 +18,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from sagelab.config import ServerConfig
-from sagelab.server import closecodes, convai, http
+from sagelab.server import closecodes, convai, http, rest
 from sagelab.server.auth import ApiKeyStore, SignedUrlSigner
 from sagelab.server.metrics import ServerMetrics
 from sagelab.server.registry import SessionRegistry
@@ -39,6 +39,7 @@ class SagelabServer:
         self.api_keys = ApiKeyStore(config.api_keys)
         self.store: ConversationStore | None = None
         self.tool_registries: dict[str, Any] = {}
+        self.rest = rest.RestApi()  # tools and agent edits made through the REST API
         self._server: Server | None = None
         self._stopping: asyncio.Event | None = None
 
@@ -57,6 +58,7 @@ class SagelabServer:
             self.config.host,
             self.config.port,
             process_request=self._process_request,
+            create_connection=rest.RestAwareConnection.bound_to(self),  # POST/PATCH routes
             # The app-level limit (max_frame_bytes) answers with an error event; this hard
             # limit only stops a peer from making websockets buffer something absurd.
             max_size=self.config.max_frame_bytes * 4,

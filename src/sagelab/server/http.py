@@ -17,6 +17,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from sagelab import __version__
+from sagelab.server import rest
 
 if TYPE_CHECKING:
     from sagelab.server.app import SagelabServer
@@ -27,6 +28,9 @@ WEBSOCKET_ROUTES = ("/v1/convai/conversation", "/voice-conversation")
 def json_response(status: int, body: object) -> Response:
     payload = json.dumps(body).encode()
     headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+    # websockets closes the connection after any answer that is not an upgrade; saying so
+    # keeps keep-alive clients (httpx in the SDK) from reusing a closing connection.
+    headers["Connection"] = "close"
     return Response(status, HTTPStatus(status).phrase, headers, payload)
 
 
@@ -57,9 +61,13 @@ def route(server: SagelabServer, connection: ServerConnection, request: Request)
         headers = Headers(
             [("Content-Type", server.metrics.content_type), ("Content-Length", str(len(body)))]
         )
+        headers["Connection"] = "close"
         return Response(200, "OK", headers, body)
     if path == "/v1/convai/conversation/get-signed-url":
         return _signed_url(server, request, query)
+    if rest.is_rest_path(path):
+        headers = {k.lower(): v for k, v in request.headers.raw_items()}
+        return json_response(*rest.handle(server, "GET", path, query, headers, b""))
     return error_response(404, "not_found", f"no route for {path}")
 
 
