@@ -300,5 +300,112 @@ def _print_transport(s: dict) -> None:
         )
 
 
+@app.command()
+def loadtest(
+    users: Annotated[int, typer.Option(help="Concurrent locust users (ConvAI sessions)")] = 50,
+    spawn_rate: Annotated[float, typer.Option(help="Users started per second")] = 10.0,
+    run_time: Annotated[str, typer.Option(help="Locust run time, e.g. 30s, 2m")] = "1m",
+    target: Annotated[
+        str | None, typer.Option(help="Server base URL (http://…); default: start one")
+    ] = None,
+    agent: Annotated[str, typer.Option(help="Agent the users talk to")] = "scripted",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object last")] = False,
+    max_error_rate: Annotated[float, typer.Option(help="Fail above this error rate")] = 0.02,
+    max_p95_first_audio_ms: Annotated[
+        float, typer.Option(help="Fail above this p95 time to first audio")
+    ] = 1000.0,
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory; default runs/loadtest-<time>")
+    ] = None,
+) -> None:
+    """Locust users stream real-time speech over ConvAI; percentiles, errors, server load."""
+    from sagelab.loadtest.runner import LoadtestOptions, print_table, run_loadtest
+
+    result = run_loadtest(
+        LoadtestOptions(
+            users=users,
+            spawn_rate=spawn_rate,
+            run_time=run_time,
+            target=target,
+            agent=agent,
+            max_error_rate=max_error_rate,
+            max_p95_first_audio_ms=max_p95_first_audio_ms,
+            out_dir=out,
+            data_dir=data_dir(),
+        )
+    )
+    if as_json:
+        print(json.dumps(result.summary))
+    else:
+        print_table(result.summary, console)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+tools_app = typer.Typer(help="Push actions to an agent as tools, or pull them back.")
+app.add_typer(tools_app, name="tools")
+
+
+@tools_app.command("push")
+def tools_push(
+    path: Annotated[Path, typer.Argument(help="Actions file (YAML/JSON) or a folder of them")],
+    agent_id: Annotated[str, typer.Option("--agent-id", help="Agent whose tools to replace")],
+    base_url: Annotated[
+        str | None, typer.Option(help="Server base URL; default: the ElevenLabs API")
+    ] = None,
+    prompt_file: Annotated[
+        Path | None, typer.Option(help="Text file with the agent's new system prompt")
+    ] = None,
+) -> None:
+    """Create the actions as client tools and make them the agent's tools
+    (``ELEVENLABS_API_KEY`` is the key)."""
+    import os
+
+    from sagelab.tools import ActionFileError, load_actions
+    from sagelab.tools.sync import push
+
+    try:
+        actions = load_actions(path)
+    except ActionFileError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    prompt = prompt_file.read_text(encoding="utf-8") if prompt_file else None
+    api_key = os.environ.get("ELEVENLABS_API_KEY")
+    ids = push(actions, base_url=base_url, api_key=api_key, agent_id=agent_id, prompt=prompt)
+    for action, tool_id in zip(actions, ids, strict=True):
+        console.print(f"{tool_id}  {action.name}")
+    console.print(f"agent {agent_id}: {len(ids)} tools" + (", prompt updated" if prompt else ""))
+
+
+@tools_app.command("pull")
+def tools_pull(
+    agent_id: Annotated[str, typer.Option("--agent-id", help="Agent to read")],
+    base_url: Annotated[
+        str | None, typer.Option(help="Server base URL; default: the ElevenLabs API")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the actions here (YAML); default: print them")
+    ] = None,
+) -> None:
+    """Print the agent's prompt, and its client tools as an actions file."""
+    import os
+
+    import yaml
+
+    from sagelab.tools.sync import pull
+
+    actions, prompt = pull(
+        base_url=base_url, api_key=os.environ.get("ELEVENLABS_API_KEY"), agent_id=agent_id
+    )
+    doc = {"actions": [a.model_dump(mode="json", exclude_defaults=True) for a in actions]}
+    text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+    if out is None:
+        print(text, end="")
+    else:
+        out.write_text(text, encoding="utf-8")
+        console.print(f"{len(actions)} actions written to {out}")
+    console.print(f"[bold]prompt[/bold]: {prompt}")
+
+
 if __name__ == "__main__":
     app()
