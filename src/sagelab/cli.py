@@ -107,15 +107,7 @@ def bench_transport(
     from sagelab.bench.transport import run_transport_bench, summarize
 
     speech_path = speech or data_dir() / "speech" / "goforward.wav"
-    with Progress(
-        TextColumn("[bold]transport[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=as_json,
-        transient=True,
-    ) as progress:
+    with _progress("transport", quiet=as_json) as progress:
         task = progress.add_task("sessions", total=sessions)
 
         def run(base: str) -> list:
@@ -226,15 +218,7 @@ def bench_accuracy(
     from sagelab.bench.serverproc import ServerProcess
 
     utterances = read_manifest(manifest or data_dir() / "speech" / "manifest.jsonl")
-    with Progress(
-        TextColumn("[bold]accuracy[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=as_json,
-        transient=True,
-    ) as progress:
+    with _progress("accuracy", quiet=as_json) as progress:
         task = progress.add_task("utterances", total=len(utterances))
 
         def run(base: str) -> list:
@@ -262,6 +246,19 @@ def bench_accuracy(
         )
     console.print(table)
     console.print(f"overall WER {summary['wer']:.2%}, CER {summary['cer']:.2%}")
+
+
+def _progress(label: str, *, quiet: bool) -> Progress:
+    """A bar for long benchmark work; off when the output must be one JSON object."""
+    return Progress(
+        TextColumn(f"[bold]{label}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=True,
+    )
 
 
 def _tmp_store() -> Path:

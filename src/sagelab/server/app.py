@@ -17,12 +17,16 @@ from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 
+from sagelab.agents import Agent, create_agent
+from sagelab.agents.base import ResolvedAgent
 from sagelab.config import ServerConfig
 from sagelab.server import closecodes, convai, http, rest
 from sagelab.server.auth import ApiKeyStore, SignedUrlSigner
+from sagelab.server.conversation import Conversation
 from sagelab.server.metrics import ServerMetrics
 from sagelab.server.registry import SessionRegistry
 from sagelab.server.store import ConversationStore
+from sagelab.server.transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +99,22 @@ class SagelabServer:
                 continue
             if registry is not None:
                 self.tool_registries[spec.id] = registry
+
+    def open_conversation(
+        self, conversation_id: str, agent: ResolvedAgent, transport: Transport
+    ) -> tuple[Conversation, Agent]:
+        """The conversation core and its backend, for either protocol's route; raises what
+        the backend raised when it cannot start (the route tells the client)."""
+        conv = Conversation(
+            conversation_id=conversation_id,
+            agent=agent,
+            transport=transport,
+            config=self.config,
+            metrics=self.metrics,
+            store=self.store,
+            server_tools=self.tool_registries.get(agent.id),
+        )
+        return conv, create_agent(conv, self.config.base_dir)
 
     async def stop(self) -> None:
         """Graceful: stop accepting, end sessions with 1001, flush the store."""

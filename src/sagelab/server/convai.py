@@ -21,7 +21,7 @@ import numpy as np
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from sagelab.agents import BackendError, create_agent
+from sagelab.agents import BackendError
 from sagelab.agents.base import ResolvedAgent
 from sagelab.audio import PCM_16000, AudioFormat, decode_to_pcm16, encode_pcm16
 from sagelab.config import AgentSpec, substitute_variables
@@ -321,17 +321,8 @@ async def _serve_reserved(ws: ServerConnection, server: SagelabServer, spec: Age
     transport = ConvAITransport(ws, server, agent.output_format)
     query = _query(ws.request.path if ws.request else "")
     transport.stages_enabled = query.get("sagelab_stages", "") in ("1", "true")
-    conv = Conversation(
-        conversation_id=conversation_id,
-        agent=agent,
-        transport=transport,
-        config=server.config,
-        metrics=server.metrics,
-        store=server.store,
-        server_tools=server.tool_registries.get(agent.id),
-    )
     try:
-        backend = create_agent(conv, server.config.base_dir)
+        conv, backend = server.open_conversation(conversation_id, agent, transport)
     except Exception as exc:  # a model that fails to load, bad backend options
         log.warning("agent %s could not start: %s", agent.id, exc)
         error_type = "cascade_brain_error" if isinstance(exc, BackendError) else "agent_start_error"

@@ -20,7 +20,6 @@ import numpy as np
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from sagelab.agents import create_agent
 from sagelab.agents.base import ResolvedAgent
 from sagelab.audio import IncrementalWebmDecoder, WebmDecodeError, wav_bytes
 from sagelab.config import AgentSpec, substitute_variables
@@ -175,17 +174,8 @@ async def _serve(
         return
     conversation_id = f"relay_{uuid.uuid4().hex[:20]}"
     transport = RelayTransport(ws, server)
-    conv = Conversation(
-        conversation_id=conversation_id,
-        agent=agent,
-        transport=transport,
-        config=server.config,
-        metrics=server.metrics,
-        store=server.store,
-        server_tools=server.tool_registries.get(agent.id),
-    )
     try:
-        backend = create_agent(conv, server.config.base_dir)
+        conv, backend = server.open_conversation(conversation_id, agent, transport)
     except Exception as exc:  # a model that fails to load, bad backend options
         log.warning("agent %s could not start: %s", agent.id, exc)
         await _refuse(ws, closecodes.RELAY_SESSION_FAILED, f"Session creation failed: {exc}")
