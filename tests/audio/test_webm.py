@@ -284,15 +284,11 @@ def test_an_unread_decoder_refuses_input_instead_of_growing(chunks: list[bytes])
 async def test_fifty_concurrent_sessions_on_one_event_loop(goforward: np.ndarray) -> None:
     chunks = encode_webm_opus(goforward[:16000])
     decoders = [IncrementalWebmDecoder() for _ in range(50)]
-    slowest_feed = 0.0
     for chunk in chunks:  # every session sends its next chunk, as 50 browsers would
         for decoder in decoders:
-            started = time.perf_counter()
             decoder.feed(chunk)
-            slowest_feed = max(slowest_feed, time.perf_counter() - started)
         await asyncio.sleep(0.01)
     await asyncio.gather(*(d.aclose() for d in decoders))
-    assert slowest_feed < 0.1
     sizes = {d.read().size for d in decoders}
     assert len(sizes) == 1 and abs(sizes.pop() - 16000) < 0.06 * 16000
     assert not any(d.running for d in decoders)

