@@ -179,17 +179,19 @@ async def test_cancellation_propagates(registry: ToolRegistry) -> None:
 
 
 async def test_concurrent_sync_calls_run_in_parallel(registry: ToolRegistry) -> None:
+    # All ten handlers must be inside the call at once to pass the barrier; run one after
+    # another, the first would wait alone until the barrier breaks.
+    barrier = threading.Barrier(10, timeout=10)
+
     @registry.tool
-    def nap(i: int) -> int:
-        """Sleep 0.2 s."""
-        time.sleep(0.2)
+    def meet(i: int) -> int:
+        """Wait for the other nine calls."""
+        barrier.wait()
         return i
 
-    t0 = time.perf_counter()
-    outcomes = await asyncio.gather(*(registry.execute("nap", {"i": i}) for i in range(10)))
-    elapsed = time.perf_counter() - t0
+    outcomes = await asyncio.gather(*(registry.execute("meet", {"i": i}) for i in range(10)))
     assert [o.value for o in outcomes] == list(range(10))
-    assert elapsed < 1.0  # serially it would take 2 s
+    assert all(not o.is_error for o in outcomes)
 
 
 async def test_sync_handlers_do_not_block_the_event_loop(registry: ToolRegistry) -> None:
