@@ -1,10 +1,13 @@
 """The client side: ``Session`` (async), ``SyncSession`` and the timeline they record."""
 
+from sagelab.client.netem import PRESETS, NetworkConditions
 from sagelab.client.session import SentAudio, Session, SessionError, conversation_url
 from sagelab.client.sync import SyncSession
 from sagelab.client.timeline import Timeline, TimelineEvent
 
 __all__ = [
+    "PRESETS",
+    "NetworkConditions",
     "SentAudio",
     "Session",
     "SessionError",

@@ -40,6 +40,7 @@ from sagelab.audio import (
     silence,
 )
 from sagelab.audio.activity import speech_bounds
+from sagelab.client.netem import LinkDown, NetworkConditions, NetworkLink
 from sagelab.client.timeline import Timeline
 from sagelab.protocol import ProtocolError
 from sagelab.protocol import convai as wire
@@ -103,9 +104,12 @@ class Session:
         record_audio: bool = True,
         open_timeout: float = 10.0,
         listener: Callable[[wire.ServerMessage], None] | None = None,
+        network: NetworkConditions | str | None = None,
     ) -> None:
         self.url = url
         self.listener = listener
+        self.network = NetworkConditions.resolve(network)
+        self._link: NetworkLink | None = None
         self.init = init or {}
         self.tools: dict[str, ToolHandler] = dict(tools or {})
         self.chunk_ms = chunk_ms
@@ -159,6 +163,7 @@ class Session:
         record_audio: bool = True,
         stages: bool = False,
         listener: Callable[[wire.ServerMessage], None] | None = None,
+        network: NetworkConditions | str | None = None,
     ) -> _SessionContext:
         """Connect to ``base_url`` (http(s) like the SDK's ``base_url``, or a ws(s) URL).
 
@@ -168,7 +173,11 @@ class Session:
         first one on (``events()`` only sees what comes after it is iterated).
         ``stages=True`` asks a sagelab server for per-turn pipeline timings
         (``internal_sagelab_stage`` events in the timeline); other servers ignore it.
+        ``network`` (``NetworkConditions`` or a preset name such as ``"3g"``) simulates
+        latency, jitter, loss and a bandwidth cap on this session's traffic, both ways
+        (``sagelab.client.netem``).
         """
+        network = NetworkConditions.resolve(network)  # bad conditions fail here, not later
         override: dict[str, Any] = {}
         agent: dict[str, Any] = {}
         if prompt is not None:
@@ -208,6 +217,7 @@ class Session:
                 chunk_ms=chunk_ms,
                 record_audio=record_audio,
                 listener=listener,
+                network=network,
             ),
         )
 
@@ -220,11 +230,14 @@ class Session:
         agent_id: str | None = None,
         chunk_ms: int = 100,
         record_audio: bool = True,
+        network: NetworkConditions | str | None = None,
     ) -> _SessionContext:
         """Connect with the web app's relay protocol (``/voice-conversation``).
 
         Audio goes out as one WebM/Opus stream like a browser's ``MediaRecorder``.
+        ``network`` is ``connect``'s.
         """
+        network = NetworkConditions.resolve(network)
         split = urllib.parse.urlsplit(base_url)
         scheme = {"https": "wss", "http": "ws"}.get(split.scheme, split.scheme)
         query = {"conversationDetailId": conversation_detail_id}
@@ -244,11 +257,13 @@ class Session:
             return url
 
         return _SessionContext(
-            resolve_url, lambda u: cls(u, chunk_ms=chunk_ms, record_audio=record_audio)
+            resolve_url,
+            lambda u: cls(u, chunk_ms=chunk_ms, record_audio=record_audio, network=network),
         )
 
     async def start(self) -> None:
         """Open the socket, send the initiation message and wait for the session metadata."""
+        self.timeline.add("local", "connecting")  # the start point of session set-up time
         try:
             self._ws = await connect(
                 self.url, open_timeout=self.open_timeout, max_size=16 * 2**20, compression=None
@@ -256,6 +271,10 @@ class Session:
         except (OSError, TimeoutError) as exc:
             raise SessionError(f"cannot connect to {_redact(self.url)}: {exc}") from exc
         self.timeline.add("local", "connected")
+        if self.network is not None:
+            # From here on every frame, both ways, crosses the simulated network.
+            self._link = NetworkLink(self._ws, self.network, self._on_frame)
+            self.timeline.add("local", "network", **self.network.model_dump())
         self._reader = asyncio.create_task(self._read_loop(), name="sagelab-session-reader")
         if self.protocol == "convai":
             await self._send_json(self.init, "conversation_initiation_client_data")
@@ -308,9 +327,32 @@ class Session:
             times.append(await self._send_audio_chunk(chunk))
         if not times:
             raise ValueError("send_audio got no audio")
-        return SentAudio(
+        sent = SentAudio(
             tuple(times), 16 * chunk_ms, pcm.size / 16000, max_late, speech_bounds(pcm)
         )
+        # Where speech really starts and ends in what was sent, so voice-to-voice is a pure
+        # function of the timeline even when the audio itself is not recorded.
+        self.timeline.add(
+            "local",
+            "user_speech",
+            t_ns=sent.end_ns,
+            speech_start_ns=sent.speech_start_ns if sent.speech else None,
+            speech_end_ns=sent.speech_end_ns if sent.speech else None,
+            start_ns=sent.start_ns,
+            end_ns=sent.end_ns,
+            duration_s=sent.duration_s,
+            max_lateness_ms=max_late * 1000,
+        )
+        return sent
+
+    async def send_audio_chunk(self, pcm: np.ndarray | bytes) -> int:
+        """Send one chunk of 16 kHz PCM16 now, unpaced; returns its send time (monotonic ns).
+
+        For live sources whose audio already arrives in real time (a browser microphone in
+        ``sagelab.notebook``); recordings go through ``send_audio``, which paces them. No
+        ``user_speech`` marker is added: a live source knows where its utterances end.
+        """
+        return await self._send_audio_chunk(_as_pcm(pcm))
 
     async def _send_audio_chunk(self, pcm: np.ndarray) -> int:
         if self.protocol == "relay":
@@ -393,8 +435,11 @@ class Session:
         if self._ws is None:
             raise SessionError("session is not connected")
         try:
-            await self._ws.send(frame)
-        except ConnectionClosed as exc:
+            if self._link is not None:
+                await self._link.send(frame)  # reaches ws.send when the network delivers it
+            else:
+                await self._ws.send(frame)
+        except (ConnectionClosed, LinkDown) as exc:
             raise SessionError(f"session closed: {exc}") from exc
 
     # -- receiving -------------------------------------------------------------------------
@@ -403,28 +448,40 @@ class Session:
         assert self._ws is not None
         try:
             async for frame in self._ws:
-                t_ns = time.monotonic_ns()
-                try:
-                    if self.protocol == "relay":
-                        self._on_relay_message(relay_wire.parse_server(frame), t_ns)
-                        continue
-                    msg = wire.parse_server(frame)
-                except ProtocolError as exc:
-                    self.timeline.add("recv", "invalid_frame", t_ns=t_ns, error=str(exc))
-                    continue
-                await self._on_message(msg, t_ns)
+                if self._link is not None:
+                    # Handled (and timestamped) when the simulated network delivers it.
+                    await self._link.receive(frame)
+                else:
+                    await self._on_frame(frame, time.monotonic_ns())
         except ConnectionClosed:
             pass
         finally:
-            ws = self._ws
-            self.close_code = ws.close_code if ws is not None else None
-            self.close_reason = ws.close_reason if ws is not None else None
-            self.timeline.add(
-                "local", "closed", code=self.close_code, reason=self.close_reason or ""
-            )
-            self._closed.set()
-            for q in self._subscribers:
-                q.put_nowait(None)
+            try:
+                if self._link is not None:
+                    await self._link.close_received(timeout=10)  # frames on the wire first
+            finally:
+                if self._link is not None:
+                    self._link.stop()
+                ws = self._ws
+                self.close_code = ws.close_code if ws is not None else None
+                self.close_reason = ws.close_reason if ws is not None else None
+                self.timeline.add(
+                    "local", "closed", code=self.close_code, reason=self.close_reason or ""
+                )
+                self._closed.set()
+                for q in self._subscribers:
+                    q.put_nowait(None)
+
+    async def _on_frame(self, frame: str | bytes, t_ns: int) -> None:
+        try:
+            if self.protocol == "relay":
+                self._on_relay_message(relay_wire.parse_server(frame), t_ns)
+                return
+            msg = wire.parse_server(frame)
+        except ProtocolError as exc:
+            self.timeline.add("recv", "invalid_frame", t_ns=t_ns, error=str(exc))
+            return
+        await self._on_message(msg, t_ns)
 
     async def _on_message(self, msg: wire.ServerMessage, t_ns: int) -> None:
         match msg:
@@ -643,9 +700,12 @@ class Session:
             raise SessionError("session is not connected")
         t0 = time.perf_counter()
         try:
-            waiter = await self._ws.ping()
-            await asyncio.wait_for(waiter, timeout)
-        except ConnectionClosed as exc:
+            if self._link is not None:
+                await asyncio.wait_for(self._link.ping(), timeout)  # both ways simulated
+            else:
+                waiter = await self._ws.ping()
+                await asyncio.wait_for(waiter, timeout)
+        except (ConnectionClosed, LinkDown) as exc:
             raise SessionError(f"session closed: {exc}") from exc
         rtt = time.perf_counter() - t0
         self.timeline.add("local", "ws_rtt", rtt_ms=rtt * 1000)
@@ -686,6 +746,8 @@ class Session:
 
     async def close(self) -> None:
         """End the conversation (close 1000, as the official SDK does)."""
+        if self._link is not None:
+            await self._link.flush(timeout=5)  # the close frame follows what is on its way
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await self._ws.close(1000, "User ended conversation")

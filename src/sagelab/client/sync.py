@@ -26,6 +26,7 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from sagelab.client.netem import NetworkConditions
 from sagelab.client.session import (
     ELEVENLABS_BASE_URL,
     AudioInput,
@@ -148,6 +149,7 @@ class SyncSession:
         record_audio: bool = True,
         stages: bool = False,
         listener: Callable[[Any], None] | None = None,
+        network: NetworkConditions | str | None = None,
     ) -> SyncSession:
         """Connect and wait for the session metadata; the arguments are ``Session.connect``'s.
 
@@ -178,6 +180,7 @@ class SyncSession:
                 record_audio=record_audio,
                 stages=stages,
                 listener=listener,
+                network=network,
             )
             return session
 
