@@ -6,7 +6,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install demo test lint bench-transport serve clean
+.PHONY: install demo test lint bench-transport serve clean lab chromium
+
+# The browser tests drive Debian's chromium (Playwright never downloads a browser here).
+CHROMIUM := /usr/bin/chromium
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,13 +29,23 @@ demo: install
 serve: install
 	$(BIN)/sagelab serve
 
-test: install
-	$(BIN)/ruff check src tests
+# JupyterLab on notebooks/ (01_conversation.ipynb talks to audio-sage, offline).
+lab: install
+	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $(if $(SUDO),,--allow-root)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+chromium: $(CHROMIUM)
+
+test: install $(CHROMIUM)
+	$(BIN)/ruff check src tests loadtests
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests loadtests
+	$(BIN)/ruff format --check src tests loadtests
 
 bench-transport: install
 	$(BIN)/sagelab bench transport --sessions 1 --seconds 20

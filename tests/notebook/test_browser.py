@@ -1,0 +1,311 @@
+"""The widgets in a real browser: JupyterLab headless, Debian's Chromium driven by Playwright,
+a fake microphone that plays a real speech recording, and the bundled ``audio-sage`` agent.
+
+The notebook ``01_conversation.ipynb`` is run as a user would (Run All), then the panel's
+Record and Stop buttons are pressed; what the panel shows is checked in the page, what the
+player reported and the session recorded is read from the same kernel.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from jupyter_client import BlockingKernelClient
+from nb_helpers import REPO, Lab
+from playwright.sync_api import ConsoleMessage, Page, sync_playwright
+
+from sagelab.audio import load_audio, save_wav, silence
+from sagelab.metrics.accuracy import score
+
+pytestmark = pytest.mark.timeout(240)
+
+MIC_TURN = "user/02_get.wav"  # a demo user line; its words are in conversation.yaml
+
+
+@dataclass
+class Browser:
+    page: Page
+    kernel: BlockingKernelClient
+    mic_text: str
+    mic_seconds: float
+    errors: list[str] = field(default_factory=list)
+
+    def kernel_json(self, expression: str) -> Any:
+        """Evaluate ``expression`` in the notebook's kernel (a second client on it)."""
+        out: list[str] = []
+
+        def hook(msg: dict[str, Any]) -> None:
+            if msg["msg_type"] == "stream":
+                out.append(msg["content"]["text"])
+            elif msg["msg_type"] == "error":
+                out.append("\n".join(msg["content"]["traceback"]))
+
+        code = f"import json as _j; print(_j.dumps({expression}, default=str))"
+        reply = self.kernel.execute_interactive(code, output_hook=hook, timeout=30)
+        assert reply["content"]["status"] == "ok", "".join(out)
+        return json.loads("".join(out))
+
+
+def mic_recording(directory: Path) -> tuple[Path, str, float]:
+    """The fake microphone's file: 16-bit PCM WAV of a demo line, padded with silence so the
+    agent hears the end of the turn before Chromium loops the file."""
+    script = yaml.safe_load((REPO / "data" / "demo" / "conversation.yaml").read_text())
+    text = next(t["text"] for t in script["turns"] if t["audio"] == MIC_TURN)
+    pcm = load_audio(REPO / "data" / "demo" / MIC_TURN)
+    padded = np.concatenate([silence(300), pcm, silence(1000)])
+    path = directory / "microphone.wav"
+    save_wav(path, padded, 16_000)
+    return path, text, padded.size / 16_000
+
+
+def kernel_idle(page: Page) -> bool:
+    return bool(
+        page.evaluate(
+            "() => { const w = window.jupyterapp.shell.currentWidget;"
+            " const k = w && w.sessionContext && w.sessionContext.session"
+            " && w.sessionContext.session.kernel; return !!k && k.status === 'idle'; }"
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def browser(
+    jupyter_lab: Lab, chromium: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Browser]:
+    wav, text, seconds = mic_recording(tmp_path_factory.mktemp("mic"))
+    with sync_playwright() as pw:
+        chrome = pw.chromium.launch(
+            executable_path=str(chromium),
+            headless=True,
+            args=[
+                "--use-fake-device-for-media-stream",
+                "--use-fake-ui-for-media-stream",
+                f"--use-file-for-fake-audio-capture={wav}",
+            ],
+        )
+        context = chrome.new_context(viewport={"width": 1280, "height": 1100})
+        context.grant_permissions(["microphone"], origin=jupyter_lab.url)
+        page = context.new_page()
+        errors: list[str] = []
+
+        def on_console(msg: ConsoleMessage) -> None:
+            if msg.type == "error":
+                errors.append(f"console: {msg.text}")
+
+        page.on("console", on_console)
+        page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+        page.goto(jupyter_lab.page_url("notebooks/01_conversation.ipynb"))
+        page.wait_for_function(
+            "() => window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell')",
+            timeout=60_000,
+        )
+        deadline = time.monotonic() + 60
+        while not kernel_idle(page):
+            assert time.monotonic() < deadline, "the notebook's kernel did not start"
+            time.sleep(0.2)
+        # A real click first: browsers play sound only in pages the user has interacted with.
+        page.locator(".jp-Notebook .jp-Cell").first.click()
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        page.wait_for_selector("text=saved to runs/", timeout=120_000)
+
+        connection = jupyter_lab.kernel_connection_files()[-1]
+        kernel = BlockingKernelClient(connection_file=str(connection))
+        kernel.load_connection_file()
+        kernel.start_channels()
+        try:
+            yield Browser(page, kernel, text, seconds, errors)
+        finally:
+            kernel.stop_channels()
+            chrome.close()
+
+
+def lines(page: Page, role: str) -> list[str]:
+    texts = page.locator(f".sagelab-panel .sagelab-{role} .sagelab-text").all_text_contents()
+    return [t.strip() for t in texts]
+
+
+def test_talking_through_the_microphone(browser: Browser, artifacts: Path) -> None:
+    page = browser.page
+    panel = page.locator(".sagelab-panel")
+    panel.scroll_into_view_if_needed()
+    assert panel.locator(".sagelab-status").text_content() in ("listening", "agent speaking")
+    users_before = len(lines(page, "user"))
+    agents_before = len(lines(page, "agent"))
+    # Run All sent a recording already: its turn is on screen, answered.
+    assert users_before >= 1 and agents_before >= 2
+
+    panel.get_by_role("button", name="● Record").click()
+    page.wait_for_function(
+        "() => document.querySelector('.sagelab-panel .sagelab-record')"
+        ".textContent.includes('Stop')"
+    )
+    time.sleep(browser.mic_seconds)
+    panel.get_by_role("button", name="■ Stop").click()
+
+    # The transcript shows what the microphone said, then the agent's answer.
+    page.wait_for_function(
+        f"() => document.querySelectorAll('.sagelab-panel .sagelab-user').length > {users_before}",
+        timeout=30_000,
+    )
+    page.wait_for_function(
+        f"() => document.querySelectorAll('.sagelab-panel .sagelab-agent').length"
+        f" > {agents_before}",
+        timeout=30_000,
+    )
+    heard = lines(page, "user")[users_before]
+    accuracy = score(browser.mic_text, heard)
+    assert accuracy.wer <= 0.2, f"the panel shows {heard!r} for {browser.mic_text!r}"
+    reply = lines(page, "agent")[agents_before]
+    assert reply, "the agent's reply is not shown"
+
+    # Mid-conversation: the agent is talking. This is the README's screenshot.
+    page.wait_for_function(
+        "() => document.querySelector('.sagelab-panel .sagelab-status').textContent"
+        " === 'agent speaking'",
+        timeout=15_000,
+    )
+    time.sleep(0.5)  # let the waveform show a stretch of speech
+    panel.screenshot(path=str(artifacts / "notebook-panel.png"))
+
+    # Kernel side: the reply's turn, and what the browser's player reported for it.
+    turn = browser.kernel_json(
+        "[l['event_id'] for l in panel.transcript if l['role'] == 'agent'][-1]"
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        events = browser.kernel_json(f"[e for e in panel.player_events if e['event_id'] == {turn}]")
+        if any(e["type"] == "playback_end" for e in events):
+            break
+        assert time.monotonic() < deadline, f"the player never finished turn {turn}: {events}"
+        time.sleep(0.5)
+    start = next(e for e in events if e["type"] == "playback_start")
+    end = next(e for e in events if e["type"] == "playback_end")
+    received_s = browser.kernel_json(
+        f"sum(e.data['duration_s'] for e in panel.timeline.of_type('audio')"
+        f" if e.event_id == {turn} and not e.data.get('stale'))"
+    )
+    assert received_s > 1.0
+    assert not end["flushed"]
+    # All of the reply was played, and sound really went through the page's audio graph
+    # (Playwright mutes the output, so the player's AnalyserNode is the witness).
+    assert end["played_ms"] == pytest.approx(received_s * 1000, rel=0.02)
+    assert end["rms_max"] > 0.01
+    assert start["t_ns"] is not None and end["t_ns"] > start["t_ns"]
+
+    mic = browser.kernel_json(
+        "{'rate': panel.mic.context_rate, 'missing': panel.mic.missing_chunks,"
+        " 'seconds': panel.mic.audio().size / 16000}"
+    )
+    assert mic["rate"] > 0 and mic["missing"] == 0
+    assert mic["seconds"] == pytest.approx(browser.mic_seconds, abs=1.0)
+
+    # Latency of the microphone turn, measured from the end of speech as sent.
+    rows = browser.kernel_json("panel.turns")
+    row = next(r for r in rows if r["event_id"] == turn)
+    assert row["voice_to_voice_ms"] is not None and 0 < row["voice_to_voice_ms"] < 10_000
+    assert row["heard_ms"] is not None and row["heard_ms"] > row["voice_to_voice_ms"]
+
+    # What the player heard agrees with the playout model on the same session.
+    stutter = browser.kernel_json("panel.stutter()")
+    assert abs(stutter["player"]["underruns"] - stutter["model"]["underruns"]) <= 1, stutter
+    assert not math.isnan(stutter["player"]["audio_ms"])
+
+    assert browser.errors == []
+
+
+def test_transcripts_are_shown_as_text_never_as_html(browser: Browser) -> None:
+    page = browser.page
+    markup = '<img src=x onerror="window.__sagelab_pwned = 1"><b>bold</b>'
+    browser.kernel_json(f"panel.say({markup!r})")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.sagelab-panel .sagelab-user .sagelab-text')]"
+        ".some(e => e.textContent.includes('<img src=x'))",
+        timeout=15_000,
+    )
+    assert markup in lines(page, "user")
+    assert page.locator(".sagelab-panel img, .sagelab-panel b").count() == 0
+    time.sleep(0.3)  # an injected onerror would have fired by now
+    assert page.evaluate("() => window.__sagelab_pwned === undefined")
+    assert browser.errors == []
+
+
+def run_new_cell(page: Page, code: str) -> None:
+    """Append a cell to the open notebook and run it, as a user typing it would."""
+    page.evaluate(
+        """async (code) => {
+            const app = window.jupyterapp;
+            const notebook = app.shell.currentWidget.content;
+            notebook.activeCellIndex = notebook.widgets.length - 1;
+            await app.commands.execute("notebook:insert-cell-below");
+            notebook.activeCell.model.sharedModel.setSource(code);
+            await app.commands.execute("notebook:run-cell");
+        }""",
+        code,
+    )
+
+
+def test_mic_recorder_resamples_a_native_rate_capture(browser: Browser) -> None:
+    page = browser.page
+    run_new_cell(
+        page,
+        "from sagelab.notebook import MicRecorder\n"
+        "mic = MicRecorder(chunk_ms=50, force_native_rate=True)\nmic",
+    )
+    widget = page.locator(".sagelab-mic").last
+    widget.wait_for(timeout=30_000)
+    widget.get_by_role("button", name="● Record").click()
+    widget.get_by_role("button", name="■ Stop").wait_for(timeout=10_000)
+    time.sleep(2.0)
+    widget.get_by_role("button", name="■ Stop").click()
+    widget.get_by_role("button", name="● Record").wait_for(timeout=10_000)
+    deadline = time.monotonic() + 15
+    while True:
+        got = browser.kernel_json(
+            "{'recording': mic.recording, 'rate': mic.input.context_rate,"
+            " 'missing': mic.input.missing_chunks,"
+            " 'sizes': sorted({c.size for c in mic.input.chunks}),"
+            " 'seconds': mic.duration_s, 'error': mic.error,"
+            " 'dbfs': __import__('sagelab.audio').audio.rms_dbfs(mic.audio())}"
+        )
+        if not got["recording"] and got["seconds"] > 0:
+            break
+        assert time.monotonic() < deadline, got
+        time.sleep(0.3)
+    assert got["error"] == ""
+    assert got["rate"] > 16_000  # captured at the device's rate, resampled in the worklet
+    assert got["missing"] == 0
+    assert got["sizes"][-1] == 800  # 50 ms chunks at 16 kHz (the last one may be shorter)
+    assert got["seconds"] == pytest.approx(2.0, abs=0.5)
+    assert got["dbfs"] > -45  # the fake microphone's speech, not silence
+    assert browser.errors == []
+
+
+def test_audio_player_plays_a_clip_and_reports_it(browser: Browser) -> None:
+    page = browser.page
+    run_new_cell(
+        page, "from sagelab.notebook import AudioPlayer\nplayer = AudioPlayer(jitter_ms=60)\nplayer"
+    )
+    page.locator(".sagelab-player").last.wait_for(timeout=30_000)
+    run_new_cell(page, "turn = player.play(DATA / 'demo' / 'user' / '04_help.wav')")
+    seconds = load_audio(REPO / "data" / "demo" / "user" / "04_help.wav").size / 16_000
+    deadline = time.monotonic() + 30
+    while True:
+        events = browser.kernel_json("player.events")
+        if any(e["type"] == "playback_end" for e in events):
+            break
+        assert time.monotonic() < deadline, events
+        time.sleep(0.3)
+    end = next(e for e in events if e["type"] == "playback_end")
+    assert end["played_ms"] == pytest.approx(seconds * 1000, abs=1)
+    assert end["rms_max"] > 0.01 and not end["flushed"]
+    assert browser.kernel_json("player.report()")["underruns"] == 0
+    assert browser.errors == []
