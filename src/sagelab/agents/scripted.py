@@ -18,11 +18,25 @@ file::
 ``{result}`` in a reply's text is replaced by the tool result, other ``{name}`` fields by the
 tool call's parameters. Without STT the agent cannot know what was said, so a spoken turn's
 ``user_transcript`` is the reply's ``user_text`` when given, else a note of the speech length.
+
+Known delays, for measuring the measurements (``tests/metrics``): a real agent's latency is
+whatever its models take; these make it a number chosen in advance. All default to 0::
+
+    options:
+      transcript_delay_ms: 50   # end of turn detected → user_transcript
+      reply_delay_ms: 120       # user_transcript (or user_message) → tool call / agent_response
+      audio_delay_ms: 80        # agent_response → the reply's first audio
+
+Each delay taken is reported as a stage of its turn (``transcript_delay``, ``reply_delay``,
+``audio_delay``: the time actually slept, in ms) to clients that ask for stages, as is each
+tool call's round trip (``tool``). The greeting is never delayed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -47,6 +61,15 @@ class ScriptedReply:
     tool_parameters: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Delays:
+    """Injected waits in milliseconds (see the module docstring)."""
+
+    transcript_ms: float = 0.0
+    reply_ms: float = 0.0
+    audio_ms: float = 0.0
+
+
 @lru_cache(maxsize=64)
 def _cached_audio(path: Path) -> np.ndarray:
     # Shared by every session: 50 sessions must not each hold a copy of the same recording.
@@ -62,8 +85,10 @@ class ScriptedAgent(Agent):
         replies: list[ScriptedReply],
         greeting_audio: Path | None,
         detector: EnergyTurnDetector,
+        delays: Delays | None = None,
     ) -> None:
         super().__init__(ctx)
+        self.delays = delays or Delays()
         self.replies = replies
         self.greeting_audio = greeting_audio
         self.detector = detector
@@ -113,20 +138,34 @@ class ScriptedAgent(Agent):
         turn = self.ctx.begin_turn()
         if typed_text is None:
             heard = reply.user_text or f"(speech, {speech_seconds or 0:.2f} s)"
+            await self._pause(turn, "transcript_delay", self.delays.transcript_ms)
             await self.ctx.user_transcript(turn, heard)
+        await self._pause(turn, "reply_delay", self.delays.reply_ms)
         fields: dict[str, Any] = dict(reply.tool_parameters)
         if reply.tool_name is not None:
+            t0 = time.perf_counter()
             result = await self.ctx.call_tool(turn, reply.tool_name, dict(reply.tool_parameters))
+            await self.ctx.stage(turn, "tool", (time.perf_counter() - t0) * 1000)
             fields["result"] = (
                 result.text if not result.is_error else f"unavailable ({result.text})"
             )
         text = reply.text.format_map(_Lenient(fields))
-        await self._speak(turn, text, reply.audio)
+        await self._speak(turn, text, reply.audio, delay_ms=self.delays.audio_ms)
 
-    async def _speak(self, turn: AgentTurn | None, text: str, audio: Path | None) -> None:
+    async def _pause(self, turn: AgentTurn, stage: str, ms: float) -> None:
+        if ms <= 0:
+            return
+        t0 = time.perf_counter()
+        await asyncio.sleep(ms / 1000)
+        await self.ctx.stage(turn, stage, (time.perf_counter() - t0) * 1000)
+
+    async def _speak(
+        self, turn: AgentTurn | None, text: str, audio: Path | None, delay_ms: float = 0.0
+    ) -> None:
         turn = turn or self.ctx.begin_turn()
         await self.ctx.agent_response(turn, text)
         if audio is not None and not self.ctx.agent.text_only:
+            await self._pause(turn, "audio_delay", delay_ms)
             await self.ctx.agent_audio(turn, _cached_audio(audio))
             await self.ctx.finish_audio(turn)
 
@@ -148,6 +187,7 @@ def create(ctx: AgentContext, base_dir: Path) -> ScriptedAgent:
         p = p if p.is_absolute() else base_dir / p
         if not p.is_file():
             raise FileNotFoundError(f"agent {ctx.agent.id!r}: audio file {p} does not exist")
+        _cached_audio(p)  # decoded now, once per process: never on a reply's critical path
         return p
 
     replies = []
@@ -165,4 +205,15 @@ def create(ctx: AgentContext, base_dir: Path) -> ScriptedAgent:
             )
         )
     detector = EnergyTurnDetector(**options.get("turn_detection", {}))
-    return ScriptedAgent(ctx, replies, resolve(options.get("greeting_audio")), detector)
+    delays = {}
+    for key in ("transcript_delay_ms", "reply_delay_ms", "audio_delay_ms"):
+        value = options.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ValueError(
+                f"agent {ctx.agent.id!r}: options.{key} must be a number of milliseconds >= 0, "
+                f"got {value!r}"
+            )
+        delays[key.removesuffix("_delay_ms") + "_ms"] = float(value)
+    return ScriptedAgent(
+        ctx, replies, resolve(options.get("greeting_audio")), detector, Delays(**delays)
+    )

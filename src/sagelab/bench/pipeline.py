@@ -1,13 +1,17 @@
 """``sagelab bench pipeline``: the demo conversation with ``audio-sage``, measured per stage.
 
 Every user turn of ``data/demo/conversation.yaml`` is streamed in real time; the server reports
-each turn's stages (``?sagelab_stages=1``), and the client times what the user experiences:
+each turn's stages (``?sagelab_stages=1``). This module only drives the conversation; every
+figure is computed afterwards from the recorded timelines by ``sagelab.metrics`` (the same
+definitions as ``bench run``, the scenarios and the notebooks):
 
 * voice-to-voice: end of speech in the audio actually sent → first audio frame of the reply;
-* interruption latency: first chunk of barge-in speech sent → ``interruption`` received;
+* time to first audio: the reply's ``user_transcript`` → its first audio frame;
+* interruption latency: onset of the barge-in speech → ``interruption`` received;
 * stages (server side): endpointing delay (audio after the real end of speech that the VAD
-  needed to decide), STT, brain, TTS to first audio; STT real-time factor = STT time /
-  utterance length.
+  needed to decide), STT, brain, TTS to first audio; STT real-time factor = STT compute time /
+  utterance length; TTS real-time factor = synthesis time / audio synthesised;
+* stutter: the playout model over the received audio (no jitter buffer).
 
 The capacity search runs the same conversation in K concurrent sessions for growing K and
 reports the largest K whose voice-to-voice p95 stays within the budget.
@@ -21,10 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from sagelab.bench.stats import Summary
 from sagelab.client import Session, SessionError
+from sagelab.metrics import playout, turn_table
 
 
 @dataclass
@@ -36,13 +42,20 @@ class ScenarioTurn:
 
 @dataclass
 class RunResult:
-    v2v_ms: list[float] = field(default_factory=list)
-    interruption_ms: list[float] = field(default_factory=list)
-    stages: dict[str, list[float]] = field(default_factory=dict)
-    stt_rtf: list[float] = field(default_factory=list)
-    tts_rtf: list[float] = field(default_factory=list)
-    transcripts: list[str] = field(default_factory=list)
+    """One session's turn table (``sagelab.metrics.turn_table``), its stutter and errors."""
+
+    turns: pd.DataFrame = field(default_factory=lambda: turn_table([]))
+    stutter: pd.DataFrame | None = None
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def answers(self) -> pd.DataFrame:
+        """The turns that answered the user's speech (not the greeting)."""
+        return self.turns[self.turns["user_input"] == "speech"]
+
+    @property
+    def transcripts(self) -> list[str]:
+        return [str(t) for t in self.answers["user_text"] if isinstance(t, str)]
 
 
 def load_conversation(path: Path) -> tuple[str, list[ScenarioTurn]]:
@@ -57,9 +70,12 @@ def load_conversation(path: Path) -> tuple[str, list[ScenarioTurn]]:
 
 
 async def run_conversation(url: str, agent_id: str, turns: list[ScenarioTurn]) -> RunResult:
-    result = RunResult()
+    """Hold the scenario's conversation; what it measured is computed from its timeline."""
+    errors: list[str] = []
+    session: Session | None = None
     try:
         async with Session.connect(url, agent_id, stages=True, record_audio=False) as s:
+            session = s
             await s.wait_for("agent_response", timeout=30)
             await s.wait_agent_done(timeout=60)
             skip_next = False
@@ -68,75 +84,88 @@ async def run_conversation(url: str, agent_id: str, turns: list[ScenarioTurn]) -
                     skip_next = False
                     continue
                 mark = s.mark()
-                sent = await s.send_audio(turn.audio, trailing_silence_ms=1000)
+                await s.send_audio(turn.audio, trailing_silence_ms=1000)
                 reply = await s.wait_for("agent_response", since=mark, timeout=30)
-                first = await s.wait_for(
+                await s.wait_for(
                     "audio", since=mark, timeout=30,
                     predicate=lambda e, r=reply: (e.event_id or 0) >= r.event_id,
                 )  # fmt: skip
-                result.v2v_ms.append((first.t_ns - sent.speech_end_ns) / 1e6)
-                _collect_stages(s, mark, reply.event_id, result)
                 if turn.barge_after_ms is not None and i + 1 < len(turns):
                     await asyncio.sleep(turn.barge_after_ms / 1000)
-                    barge = turns[i + 1]
                     bmark = s.mark()
-                    bsent = await s.send_audio(barge.audio, trailing_silence_ms=1000)
+                    await s.send_audio(turns[i + 1].audio, trailing_silence_ms=1000)
                     cut = await s.wait_for("interruption", since=bmark, timeout=10)
-                    result.interruption_ms.append((cut.t_ns - bsent.speech_start_ns) / 1e6)
                     breply = await s.wait_for(
                         "agent_response", since=bmark, timeout=30,
                         predicate=lambda e, c=cut: (e.event_id or 0) > c.event_id,
                     )  # fmt: skip
-                    bfirst = await s.wait_for(
+                    await s.wait_for(
                         "audio", since=bmark, timeout=30,
                         predicate=lambda e, r=breply: (e.event_id or 0) >= r.event_id,
                     )  # fmt: skip
-                    result.v2v_ms.append((bfirst.t_ns - bsent.speech_end_ns) / 1e6)
-                    _collect_stages(s, bmark, breply.event_id, result)
                     skip_next = True
                 await s.wait_agent_done(timeout=60)
     except (SessionError, TimeoutError) as exc:
-        result.errors.append(f"{type(exc).__name__}: {exc}")
-    return result
-
-
-def _collect_stages(s: Session, mark: int, event_id: int, result: RunResult) -> None:
-    stages: dict[str, float] = {}
-    for e in s.timeline.events[mark:]:
-        if e.type == "internal_sagelab_stage" and e.event_id == event_id:
-            stages[e.data["stage"]] = float(e.data["ms"])
-        elif e.type == "user_transcript" and e.event_id == event_id:
-            result.transcripts.append(e.data.get("user_transcript", ""))
-    for name, ms in stages.items():
-        result.stages.setdefault(name, []).append(ms)
-    if stages.get("tts_audio"):
-        result.tts_rtf.append(stages.get("tts_synth", 0.0) / stages["tts_audio"])
-    compute = stages.get("stt_compute", stages.get("stt"))
-    if compute is not None and stages.get("utterance"):
-        result.stt_rtf.append(compute / stages["utterance"])
+        errors.append(f"{type(exc).__name__}: {exc}")
+    if session is None:
+        return RunResult(errors=errors)
+    return RunResult(turn_table(session.timeline), playout(session.timeline).turns, errors)
 
 
 def merge(results: list[RunResult]) -> RunResult:
-    out = RunResult()
-    for r in results:
-        out.v2v_ms += r.v2v_ms
-        out.interruption_ms += r.interruption_ms
-        out.stt_rtf += r.stt_rtf
-        out.tts_rtf += r.tts_rtf
-        out.transcripts += r.transcripts
-        out.errors += r.errors
-        for k, v in r.stages.items():
-            out.stages.setdefault(k, []).extend(v)
-    return out
+    """Several sessions as one: their tables stacked, ``session`` numbered by run."""
+    turns = [r.turns.assign(session=i) for i, r in enumerate(results) if len(r.turns)]
+    stutter = [
+        r.stutter.assign(session=i)
+        for i, r in enumerate(results)
+        if r.stutter is not None and len(r.stutter)
+    ]
+    return RunResult(
+        pd.concat(turns, ignore_index=True) if turns else turn_table([]),
+        pd.concat(stutter, ignore_index=True) if stutter else None,
+        [e for r in results for e in r.errors],
+    )
+
+
+def _ratio(df: pd.DataFrame, num: str | list[str], den: str) -> list[float]:
+    """Per-turn ratio of two stage columns, where the turn reported both."""
+    nums = [num] if isinstance(num, str) else num
+    present = [c for c in nums if c in df.columns]
+    if not present or den not in df.columns:
+        return []
+    top = df[present].bfill(axis=1).iloc[:, 0]  # the first of the named stages it reported
+    out = top / df[den].where(df[den] > 0)
+    return [float(x) for x in out.dropna()]
 
 
 def summarize(r: RunResult) -> dict[str, Any]:
+    answers = r.answers
+    cut = r.turns[r.turns["interrupted"].astype(bool)]
+    stages = sorted(
+        (c for c in answers.columns if c.startswith("stage_") and c.endswith("_ms")),
+        key=lambda c: c.removeprefix("stage_").removesuffix("_ms"),
+    )
+    stutter = r.stutter if r.stutter is not None else pd.DataFrame()
+    gaps = float(stutter["gap_ms"].sum()) if len(stutter) else 0.0
+    audio = float(stutter["audio_ms"].sum()) if len(stutter) else 0.0
     return {
-        "voice_to_voice_ms": Summary.of(r.v2v_ms).as_dict(1),
-        "interruption_ms": Summary.of(r.interruption_ms).as_dict(1),
-        "stages_ms": {k: Summary.of(v).as_dict(1) for k, v in sorted(r.stages.items())},
-        "stt_rtf": Summary.of(r.stt_rtf).as_dict(3),
-        "tts_rtf": Summary.of(r.tts_rtf).as_dict(3),
+        "voice_to_voice_ms": Summary.of(answers["voice_to_voice_ms"]).as_dict(1),
+        "ttfa_ms": Summary.of(answers["ttfa_ms"]).as_dict(1),
+        "interruption_ms": Summary.of(cut["interruption_ms"]).as_dict(1),
+        "stages_ms": {
+            c.removeprefix("stage_").removesuffix("_ms"): Summary.of(answers[c]).as_dict(1)
+            for c in stages
+        },
+        "stt_rtf": Summary.of(
+            _ratio(answers, ["stage_stt_compute_ms", "stage_stt_ms"], "stage_utterance_ms")
+        ).as_dict(3),
+        "tts_rtf": Summary.of(_ratio(answers, "stage_tts_synth_ms", "stage_tts_audio_ms")).as_dict(
+            3
+        ),
+        "stutter": {
+            "underruns": int(stutter["underruns"].sum()) if len(stutter) else 0,
+            "stutter_ratio": round(gaps / (gaps + audio), 5) if gaps + audio > 0 else None,
+        },
         "errors": r.errors,
     }
 
@@ -168,7 +197,7 @@ async def run_pipeline_bench(
         merged = merge(
             list(await asyncio.gather(*(run_conversation(url, agent_id, turns) for _ in range(k))))
         )
-        p95 = Summary.of(merged.v2v_ms).p95
+        p95 = Summary.of(merged.answers["voice_to_voice_ms"]).p95
         ok = not merged.errors and p95 <= budget_p95_ms
         capacity.append(
             {"sessions": k, "v2v_p95_ms": round(p95, 1), "ok": ok, "errors": len(merged.errors)}

@@ -1,12 +1,17 @@
-"""Percentile summaries: p50/p95/p99 everywhere, never only a mean."""
+"""Percentile summaries for benchmark reports: p50/p95/p99 everywhere, never only a mean.
+
+A thin, JSON-friendly view of ``sagelab.metrics.summarize_values``, so every benchmark and the
+metrics tables compute percentiles one way.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
+from sagelab.metrics.summary import summarize_values
 
 
 @dataclass(frozen=True)
@@ -19,15 +24,9 @@ class Summary:
     mean: float
 
     @classmethod
-    def of(cls, values: Iterable[float]) -> Summary:
-        arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
-        if arr.size == 0:
-            nan = float("nan")
-            return cls(0, nan, nan, nan, nan, nan)
-        p50, p95, p99 = np.percentile(arr, [50, 95, 99])
-        return cls(
-            int(arr.size), float(p50), float(p95), float(p99), float(arr.max()), float(arr.mean())
-        )
+    def of(cls, values: Iterable[Any]) -> Summary:
+        s = summarize_values(values)
+        return cls(int(s["count"]), s["p50"], s["p95"], s["p99"], s["max"], s["mean"])
 
     def as_dict(self, digits: int = 2) -> dict[str, float | int | None]:
         def r(x: float) -> float | None:

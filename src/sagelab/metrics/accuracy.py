@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import jiwer
 
@@ -141,3 +142,31 @@ def overall(scores: Sequence[Accuracy]) -> tuple[float, float]:
     if not words:
         return float("nan"), float("nan")
     return sum(s.word_errors for s in scores) / words, sum(s.char_errors for s in scores) / chars
+
+
+def accuracy_table(
+    pairs: Iterable[tuple[str, str]] | Iterable[tuple[str, str, str]],
+) -> Any:
+    """One row per utterance: ``(reference, hypothesis)`` or ``(id, reference, hypothesis)``
+    pairs scored with ``score``; ``df.attrs`` holds the corpus ``wer`` and ``cer``."""
+    import pandas as pd
+
+    rows = []
+    scores = []
+    for n, pair in enumerate(pairs):
+        if len(pair) == 3:
+            uid, ref, hyp = pair  # type: ignore[misc]
+        elif len(pair) == 2:
+            (ref, hyp), uid = pair, str(n)  # type: ignore[misc]
+        else:
+            raise ValueError(
+                f"accuracy_table takes (reference, hypothesis) or (id, reference, hypothesis) "
+                f"tuples; item {n} has {len(pair)} fields"
+            )
+        acc = score(ref, hyp)
+        scores.append(acc)
+        rows.append({"id": str(uid), **asdict(acc)})
+    columns = ["id", *(f.name for f in fields(Accuracy))]
+    df = pd.DataFrame(rows, columns=columns)
+    df.attrs["wer"], df.attrs["cer"] = overall(scores)
+    return df
