@@ -81,6 +81,16 @@ class AgentSpec(BaseModel):
         return next((t for t in self.tools if t.name == name), None)
 
 
+class ApiKeySpec(BaseModel):
+    """An API key with a name and its own session limit; ``key`` is plain or ``sha256:<hex>``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(min_length=1)
+    name: str | None = None
+    max_sessions: int | None = Field(default=None, ge=1)
+
+
 class ServerConfig(BaseModel):
     """Everything ``sagelab serve`` needs; defaults suit a laptop or a CI machine."""
 
@@ -100,7 +110,24 @@ class ServerConfig(BaseModel):
     client_tool_timeout_s: float = Field(default=20.0, gt=0)
     audio_chunk_ms: int = Field(default=100, ge=10, le=1000)
     audio_lead_ms: int = Field(default=200, ge=0, le=5000)
-    api_keys: list[str] = Field(default_factory=list)
+    api_keys: list[str | ApiKeySpec] = Field(default_factory=list)
+    max_sessions_per_key: int | None = Field(default=None, ge=1)
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser Origins allowed on the WebSocket routes; empty: any",
+    )
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
+    max_audio_bytes_per_s: int | None = Field(
+        default=None, ge=1, description="Default: twice the input format's real-time rate"
+    )
+    audio_burst_s: float = Field(default=5.0, gt=0)
+    max_messages_per_s: float = Field(default=200.0, gt=0)
+    send_timeout_s: float = Field(default=10.0, gt=0)
+    socket_send_buffer_bytes: int | None = Field(default=256 * 1024, ge=4096)
+    ws_ping_interval_s: float | None = Field(default=20.0, gt=0)
+    ws_ping_timeout_s: float | None = Field(default=20.0, gt=0)
+    close_timeout_s: float = Field(default=5.0, gt=0)
     signing_secret: str | None = None
     signed_url_ttl_s: float = Field(default=900.0, gt=0)
     store_path: str = "runs/sagelab.sqlite3"
@@ -111,6 +138,20 @@ class ServerConfig(BaseModel):
     )
     agents: list[AgentSpec] = Field(default_factory=list)
     base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _key_entries(cls, keys: list[str | ApiKeySpec]) -> list[str | ApiKeySpec]:
+        for entry in keys:
+            key = entry.key if isinstance(entry, ApiKeySpec) else entry
+            if not key:
+                raise ValueError("an API key must not be empty")
+            if key.startswith("sha256:") and not re.fullmatch(r"sha256:[0-9a-fA-F]{64}", key):
+                raise ValueError(
+                    "a hashed API key is 'sha256:' and 64 hex digits; "
+                    "make one with: sagelab keys hash"
+                )
+        return keys
 
     def agent(self, agent_id: str) -> AgentSpec | None:
         return next((a for a in self.agents if a.id == agent_id), None)
@@ -130,6 +171,8 @@ _ENV_FIELDS = {
     "SAGELAB_MAX_DURATION_S": "max_duration_s",
     "SAGELAB_STORE_PATH": "store_path",
     "SAGELAB_SIGNING_SECRET": "signing_secret",
+    "SAGELAB_TLS_CERTFILE": "tls_certfile",
+    "SAGELAB_TLS_KEYFILE": "tls_keyfile",
 }
 
 

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import secrets
 import signal
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,12 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from sagelab.agents import Agent, create_agent
 from sagelab.agents.base import ResolvedAgent
 from sagelab.config import ServerConfig
-from sagelab.server import closecodes, convai, http, rest
+from sagelab.server import closecodes, convai, http, redact, rest, tls
 from sagelab.server.auth import ApiKeyStore, SignedUrlSigner
 from sagelab.server.conversation import Conversation
 from sagelab.server.metrics import ServerMetrics
 from sagelab.server.registry import SessionRegistry
-from sagelab.server.store import ConversationStore
+from sagelab.server.store import ConversationStore, end_orphans
 from sagelab.server.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class SagelabServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.metrics = ServerMetrics()
-        self.registry = SessionRegistry(config.max_sessions)
+        self.registry = SessionRegistry(config.max_sessions, config.max_sessions_per_key)
         secret = config.signing_secret or secrets.token_hex(32)
         self.signer = SignedUrlSigner(secret.encode(), ttl_s=config.signed_url_ttl_s)
         self.api_keys = ApiKeyStore(config.api_keys)
@@ -50,10 +51,18 @@ class SagelabServer:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> SagelabServer:
+        ssl_context = tls.server_context(self.config)  # before anything else: fail fast
         if self.config.store_path:
             path = Path(self.config.store_path)
             path.parent.mkdir(parents=True, exist_ok=True)
             self.store = ConversationStore(path)
+            ended = await asyncio.to_thread(end_orphans, self.store)
+            if ended:
+                log.warning(
+                    "%d conversation(s) were left open by a server that stopped without ending "
+                    "them (crash or SIGKILL); marked ended",
+                    ended,
+                )
         self._stopping = asyncio.Event()
         await self._prepare_backends()
         self._load_server_tools()
@@ -69,6 +78,12 @@ class SagelabServer:
             max_queue=64,
             subprotocols=None,
             select_subprotocol=_select_convai_subprotocol,
+            # Half-open connections (a peer gone without FIN) are found by keepalive pings.
+            ping_interval=self.config.ws_ping_interval_s,
+            ping_timeout=self.config.ws_ping_timeout_s,
+            close_timeout=self.config.close_timeout_s,
+            ssl=ssl_context,
+            logger=redact.RedactingLogger(logging.getLogger("websockets.server")),
         )
         log.info("sagelab server listening on %s", self.http_url)
         return self
@@ -164,20 +179,25 @@ class SagelabServer:
         return int(sock.getsockname()[1])
 
     @property
+    def tls(self) -> bool:
+        return bool(self.config.tls_certfile)
+
+    @property
     def http_url(self) -> str:
         """The ``base_url`` for ``ElevenLabs(base_url=...)``."""
         host = self.config.host if self.config.host not in ("0.0.0.0", "::") else "127.0.0.1"
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return self.http_url.replace("http://", "ws://", 1)
+        return "ws" + self.http_url.removeprefix("http")
 
     def public_ws_base(self, host_header: str | None) -> str:
         if self.config.public_url:
             base = self.config.public_url.rstrip("/")
             return base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
-        return f"ws://{host_header}" if host_header else self.ws_url
+        scheme = "wss" if self.tls else "ws"
+        return f"{scheme}://{host_header}" if host_header else self.ws_url
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -185,6 +205,7 @@ class SagelabServer:
         return http.route(self, connection, request)
 
     async def _handle(self, ws: ServerConnection) -> None:
+        _cap_send_buffer(ws, self.config.socket_send_buffer_bytes)
         path = ws.request.path if ws.request else ""
         if path.startswith("/voice-conversation"):
             from sagelab.server import relay
@@ -192,6 +213,20 @@ class SagelabServer:
             await relay.handle(ws, self)
         else:
             await convai.handle(ws, self)
+
+
+def _cap_send_buffer(ws: ServerConnection, size: int | None) -> None:
+    """Bound what the kernel buffers for a client that does not read.
+
+    Linux autotunes a socket's send buffer up to megabytes; for a paced audio stream that only
+    delays noticing a slow reader (``send_timeout_s`` starts counting once this buffer and
+    websockets' own are full) while holding kernel memory per connection.
+    """
+    sock = ws.transport.get_extra_info("socket") if ws.transport is not None else None
+    if size is None or sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
 def _select_convai_subprotocol(connection: ServerConnection, offered: Any) -> Any:

@@ -8,10 +8,12 @@ Before any error close, a ConvAI session gets an ``error`` event saying what wen
 NORMAL = 1000  # the conversation ended: client or agent hung up, or max duration reached
 GOING_AWAY = 1001  # the server is shutting down
 OPERATIONAL = 1002  # idle timeout (transport_receive_timeout), pipeline error, tool failure loop
-INVALID_INPUT = 1008  # malformed frame, missing/mistyped field, bad initiation, unknown agent, auth
+# Malformed frame, missing/mistyped field, bad initiation, unknown agent, auth; also policy:
+# audio or message floods (audio_rate_exceeded, message_rate_exceeded) and slow readers.
+INVALID_INPUT = 1008
 TOO_BIG = 1009  # a frame larger than max_frame_bytes
 INTERNAL = 1011  # a bug in sagelab: the session ends, the server keeps serving
-TRY_AGAIN_LATER = 1013  # over capacity (max_sessions)
+TRY_AGAIN_LATER = 1013  # over capacity (max_sessions, or the API key's own limit)
 
 RELAY_MISSING_DETAIL_ID = 4000
 RELAY_SESSION_FAILED = 4001

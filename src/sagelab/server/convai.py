@@ -27,10 +27,11 @@ from sagelab.audio import PCM_16000, AudioFormat, decode_to_pcm16, encode_pcm16
 from sagelab.config import AgentSpec, substitute_variables
 from sagelab.protocol import ProtocolError
 from sagelab.protocol import convai as wire
-from sagelab.server import closecodes
-from sagelab.server.auth import AuthError
+from sagelab.server import closecodes, limits
+from sagelab.server.access import AccessDenied, authenticate
 from sagelab.server.conversation import Conversation
-from sagelab.server.transport import Transport
+from sagelab.server.registry import CapacityError
+from sagelab.server.transport import Transport, close_connection, describe_disconnect
 
 if TYPE_CHECKING:
     from sagelab.server.app import SagelabServer
@@ -54,15 +55,14 @@ class ConvAITransport(Transport):
     def __init__(self, ws: ServerConnection, server: SagelabServer, output_format: str) -> None:
         self.ws = ws
         self.metrics = server.metrics
+        self.send_timeout_s = server.config.send_timeout_s
         self.output_format = AudioFormat.parse(output_format)
         # sagelab clients may ask for per-stage timings with ?sagelab_stages=1; other clients
         # never see this event type (and would ignore it anyway).
         self.stages_enabled = False
 
     async def _send(self, kind: str, frame: str) -> None:
-        try:
-            await self.ws.send(frame)
-        except ConnectionClosed:
+        if not await self.send_frame(self.ws, frame):
             return
         self.metrics.messages.labels("out", kind).inc()
         self.metrics.bytes.labels("out").inc(len(frame))
@@ -159,8 +159,7 @@ class ConvAITransport(Transport):
         await self._send("error", wire.encode_server(msg))
 
     async def close(self, code: int, reason: str) -> None:
-        with contextlib.suppress(Exception):
-            await self.ws.close(code, reason)
+        await close_connection(self, self.ws, code, reason)
 
 
 async def reject(ws: ServerConnection, server: SagelabServer, err: SessionSetupError) -> None:
@@ -275,37 +274,31 @@ async def handle(ws: ServerConnection, server: SagelabServer) -> None:
             ),
         )
         return
-    if spec.requires_auth:
-        try:
-            server.signer.verify(query.get("conversation_signature", ""), agent_id, consume=True)
-        except AuthError as exc:
-            await reject(
-                ws,
-                server,
-                SessionSetupError(
-                    closecodes.INVALID_INPUT,
-                    "authentication_error",
-                    f"agent {agent_id!r} requires a signed URL "
-                    f"(GET /v1/convai/conversation/get-signed-url): {exc.reason}",
-                ),
-            )
-            return
-    if not server.registry.reserve():
+    headers = ws.request.headers if ws.request else {}
+    try:
+        key = authenticate(server, headers, query, agent_id, spec.requires_auth)
+    except AccessDenied as exc:
         await reject(
             ws,
             server,
-            SessionSetupError(
-                closecodes.TRY_AGAIN_LATER,
-                "capacity_exceeded",
-                f"server is at its limit of {server.config.max_sessions} concurrent sessions; "
-                "retry later or raise max_sessions",
-            ),
+            SessionSetupError(closecodes.INVALID_INPUT, "authentication_error", str(exc)),
+        )
+        return
+    try:
+        reservation = (
+            server.registry.reserve(key.key_id, key.name, key.max_sessions)
+            if key is not None
+            else server.registry.reserve()
+        )
+    except CapacityError as exc:
+        await reject(
+            ws, server, SessionSetupError(closecodes.TRY_AGAIN_LATER, exc.error_type, exc.message)
         )
         return
     try:
         await _serve_reserved(ws, server, spec)
     finally:
-        server.registry.release()
+        reservation.release()
 
 
 async def _serve_reserved(ws: ServerConnection, server: SagelabServer, spec: AgentSpec) -> None:
@@ -365,10 +358,7 @@ async def _serve_reserved(ws: ServerConnection, server: SagelabServer, spec: Age
         )
     finally:
         if not conv.closed:
-            code = ws.close_code if ws.close_code is not None else closecodes.NORMAL
-            await conv.close(
-                code, "client disconnected" if code != 1000 else "client ended the conversation"
-            )
+            await conv.close(*describe_disconnect(ws))
         server.registry.remove(conv)
         server.metrics.active_sessions.labels("convai").dec()
 
@@ -379,6 +369,10 @@ async def _receive_loop(ws: ServerConnection, server: SagelabServer, conv: Conve
     metrics = server.metrics
     backend = conv.backend
     assert backend is not None
+    cfg = server.config
+    limiter = limits.for_session(
+        cfg.max_audio_bytes_per_s, cfg.audio_burst_s, cfg.max_messages_per_s, input_format.name
+    )
     async for frame in ws:
         received_at = time.monotonic()
         size = len(frame)
@@ -389,6 +383,12 @@ async def _receive_loop(ws: ServerConnection, server: SagelabServer, conv: Conve
                 f"message of {size} bytes exceeds the limit of {limit} bytes; "
                 "send audio in smaller chunks (250 ms of 16 kHz PCM is 8000 bytes)",
                 error_type="message_too_large",
+            )
+            return
+        exceeded = limiter.message(received_at)
+        if exceeded is not None:
+            await conv.close(
+                closecodes.INVALID_INPUT, exceeded.message, error_type=exceeded.error_type
             )
             return
         try:
@@ -407,6 +407,12 @@ async def _receive_loop(ws: ServerConnection, server: SagelabServer, conv: Conve
         metrics.messages.labels("in", msg.type).inc()
         match msg:
             case wire.UserAudioChunk():
+                exceeded = limiter.audio(len(msg.audio), received_at)
+                if exceeded is not None:
+                    await conv.close(
+                        closecodes.INVALID_INPUT, exceeded.message, error_type=exceeded.error_type
+                    )
+                    return
                 try:
                     pcm = decode_to_pcm16(msg.audio, input_format)
                 except ValueError as exc:

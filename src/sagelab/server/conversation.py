@@ -97,6 +97,9 @@ class Conversation:
         self._last_input = time.monotonic()
         self._tasks: list[asyncio.Task[Any]] = []
         self._closed = asyncio.Event()
+        self._closing: asyncio.Task[None] | None = None
+        self._ending: asyncio.Future[None] | None = None
+        transport.on_stall = self._transport_stalled
         self.close_code: int | None = None
         self.end_reason: str | None = None
         self.ping_rtts_ms: list[float] = []
@@ -124,17 +127,28 @@ class Conversation:
         await self._closed.wait()
 
     async def close(self, code: int, reason: str, *, error_type: str | None = None) -> None:
-        """End the session once: tell the client why, stop the backend, record the end."""
+        """End the session once: tell the client why, stop the backend, record the end.
+
+        The ending runs in its own task, shielded: it completes even when the task that asked
+        for it is cancelled halfway (a backend that fails fatally from a task its own
+        ``close()`` cancels), so no session is left open with nobody to finish closing it.
+        """
         if self._closed.is_set():
             return
         self._closed.set()
         self.close_code, self.end_reason = code, reason
+        caller = asyncio.current_task()
+        self._ending = asyncio.ensure_future(self._end(code, reason, error_type, caller))
+        await asyncio.shield(self._ending)
+
+    async def _end(
+        self, code: int, reason: str, error_type: str | None, caller: asyncio.Task[Any] | None
+    ) -> None:
         if error_type is not None:
             self.metrics.errors.labels(error_type).inc()
             await self.transport.send_error(code, error_type, reason)
-        current = asyncio.current_task()
         for task in self._tasks:
-            if task is not current:
+            if task is not caller:
                 task.cancel()
         for fut in self._tool_futures.values():
             if not fut.done():
@@ -148,6 +162,14 @@ class Conversation:
         if self.store is not None:
             self.store.end_conversation(self.conversation_id, reason, close_code=code)
         self.metrics.session_seconds.observe(time.monotonic() - self._t_start)
+
+    def _transport_stalled(self, reason: str) -> None:
+        """The client stopped reading: close now (from a task, since a send is waiting)."""
+        if self._closing is None and not self.closed:
+            self._closing = asyncio.create_task(
+                self.close(closecodes.INVALID_INPUT, reason, error_type="slow_reader"),
+                name=f"stalled-{self.conversation_id}",
+            )
 
     def touch(self) -> None:
         """The user did something (audio, text, activity): the idle timer starts again."""

@@ -17,7 +17,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from sagelab import __version__
-from sagelab.server import rest
+from sagelab.server import access, rest
 
 if TYPE_CHECKING:
     from sagelab.server.app import SagelabServer
@@ -44,6 +44,15 @@ def route(server: SagelabServer, connection: ServerConnection, request: Request)
     path = split.path.rstrip("/") or "/"
     query = {k: v[0] for k, v in parse_qs(split.query).items()}
     if path in WEBSOCKET_ROUTES:
+        origin = request.headers.get("Origin")
+        if not access.origin_allowed(server, origin):
+            server.metrics.errors.labels("origin_not_allowed").inc()
+            return error_response(
+                403,
+                "origin_not_allowed",
+                f"Origin {origin!r} may not open WebSocket sessions on this server; "
+                "add it to allowed_origins in the server configuration",
+            )
         return None
     if path == "/healthz":
         return json_response(
@@ -72,7 +81,9 @@ def route(server: SagelabServer, connection: ServerConnection, request: Request)
 
 
 def _signed_url(server: SagelabServer, request: Request, query: dict[str, str]) -> Response:
-    if server.config.api_keys and not server.api_keys.check(request.headers.get("xi-api-key")):
+    key = server.api_keys.identify(request.headers.get("xi-api-key"))
+    if server.config.api_keys and key is None:
+        server.metrics.errors.labels("invalid_api_key").inc()
         return error_response(
             401, "invalid_api_key", "missing or invalid xi-api-key header for this server"
         )
@@ -88,7 +99,7 @@ def _signed_url(server: SagelabServer, request: Request, query: dict[str, str]) 
         )
     if server.config.agent(agent_id) is None:
         return error_response(404, "agent_not_found", f"unknown agent_id {agent_id!r}")
-    token = server.signer.sign(agent_id)
+    token = server.signer.sign(agent_id, key_id=key.key_id if key is not None else None)
     base = server.public_ws_base(request.headers.get("Host"))
     url = (
         f"{base}/v1/convai/conversation?agent_id={quote(agent_id, safe='')}"

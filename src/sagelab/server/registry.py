@@ -1,12 +1,15 @@
-"""Which sessions are open, and how many more the server accepts.
+"""Which sessions are open, and how many more the server accepts, globally and per API key.
 
 Capacity is reserved before the initiation message is even read, so a burst of connections
-cannot overshoot ``max_sessions`` while they are still handshaking.
+cannot overshoot ``max_sessions`` (or a key's limit) while they are still handshaking. A
+reservation is a ``Reservation`` object released exactly once, so a route cannot give back
+capacity it never took or give it back twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -16,10 +19,32 @@ class Closable(Protocol):
     async def close(self, code: int, reason: str) -> None: ...
 
 
+class CapacityError(Exception):
+    """No room: ``error_type`` and a message that says which limit and what to do."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type, self.message = error_type, message
+
+
+@dataclass(eq=False)
+class Reservation:
+    registry: SessionRegistry
+    key_id: str | None = None
+    _released: bool = field(default=False, repr=False)
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self.registry._give_back(self.key_id)
+
+
 class SessionRegistry:
-    def __init__(self, max_sessions: int) -> None:
+    def __init__(self, max_sessions: int, max_sessions_per_key: int | None = None) -> None:
         self.max_sessions = max_sessions
+        self.max_sessions_per_key = max_sessions_per_key
         self._reserved = 0
+        self._per_key: dict[str, int] = {}
         self._sessions: dict[str, Closable] = {}
         self.accepting = True
 
@@ -31,14 +56,44 @@ class SessionRegistry:
     def reserved(self) -> int:
         return self._reserved
 
-    def reserve(self) -> bool:
-        if not self.accepting or self._reserved >= self.max_sessions:
-            return False
-        self._reserved += 1
-        return True
+    def reserved_for(self, key_id: str) -> int:
+        return self._per_key.get(key_id, 0)
 
-    def release(self) -> None:
+    def reserve(
+        self, key_id: str | None = None, key_name: str = "", key_limit: int | None = None
+    ) -> Reservation:
+        """Take one session slot (and one of the key's); raises ``CapacityError`` when full.
+
+        ``key_limit`` is the key's own limit; None falls back to ``max_sessions_per_key``.
+        """
+        if not self.accepting:
+            raise CapacityError("server_shutting_down", "the server is shutting down; reconnect")
+        if self._reserved >= self.max_sessions:
+            raise CapacityError(
+                "capacity_exceeded",
+                f"server is at its limit of {self.max_sessions} concurrent sessions; "
+                "retry later or raise max_sessions",
+            )
+        if key_id is not None:
+            limit = key_limit if key_limit is not None else self.max_sessions_per_key
+            if limit is not None and self._per_key.get(key_id, 0) >= limit:
+                raise CapacityError(
+                    "key_capacity_exceeded",
+                    f"API key {key_name or key_id} is at its limit of {limit} concurrent "
+                    "sessions; end one of its sessions or raise the key's max_sessions",
+                )
+            self._per_key[key_id] = self._per_key.get(key_id, 0) + 1
+        self._reserved += 1
+        return Reservation(self, key_id)
+
+    def _give_back(self, key_id: str | None) -> None:
         self._reserved = max(0, self._reserved - 1)
+        if key_id is not None:
+            left = self._per_key.get(key_id, 0) - 1
+            if left > 0:
+                self._per_key[key_id] = left
+            else:
+                self._per_key.pop(key_id, None)
 
     def add(self, session: Closable) -> None:
         self._sessions[session.conversation_id] = session

@@ -25,9 +25,10 @@ from sagelab.audio import IncrementalWebmDecoder, WebmDecodeError, wav_bytes
 from sagelab.config import AgentSpec, substitute_variables
 from sagelab.protocol import ProtocolError
 from sagelab.protocol import relay as wire
-from sagelab.server import closecodes
+from sagelab.server import closecodes, limits
 from sagelab.server.conversation import Conversation
-from sagelab.server.transport import Transport
+from sagelab.server.registry import CapacityError
+from sagelab.server.transport import Transport, close_connection, describe_disconnect
 
 if TYPE_CHECKING:
     from sagelab.server.app import SagelabServer
@@ -44,13 +45,12 @@ class RelayTransport(Transport):
     def __init__(self, ws: ServerConnection, server: SagelabServer) -> None:
         self.ws = ws
         self.metrics = server.metrics
+        self.send_timeout_s = server.config.send_timeout_s
         self.ended_normally = False
 
     async def _send(self, msg: wire.ServerMessage) -> None:
         frame = wire.encode_server(msg)
-        try:
-            await self.ws.send(frame)
-        except ConnectionClosed:
+        if not await self.send_frame(self.ws, frame):
             return
         self.metrics.messages.labels("out", msg.type).inc()
         self.metrics.bytes.labels("out").inc(len(frame))
@@ -105,8 +105,7 @@ class RelayTransport(Transport):
     async def close(self, code: int, reason: str) -> None:
         if code == closecodes.NORMAL:
             await self._send(wire.Complete())
-        with contextlib.suppress(Exception):
-            await self.ws.close(code, reason)
+        await close_connection(self, self.ws, code, reason)
 
 
 async def _refuse(ws: ServerConnection, code: int, reason: str) -> None:
@@ -147,17 +146,20 @@ async def handle(ws: ServerConnection, server: SagelabServer) -> None:
         failure = f"unknown agent {agent_id!r}"
     elif spec.requires_auth:
         failure = f"agent {agent_id!r} requires authentication, which the relay route lacks"
-    if failure is None and not server.registry.reserve():
-        failure = f"server is at its limit of {server.config.max_sessions} sessions"
-        spec = None
-    if failure is not None or spec is None:
+    reservation = None
+    if failure is None:
+        try:
+            reservation = server.registry.reserve()
+        except CapacityError as exc:
+            failure = exc.message
+    if failure is not None or spec is None or reservation is None:
         server.metrics.errors.labels("session_creation_failed").inc()
         await _refuse(ws, closecodes.RELAY_SESSION_FAILED, f"Session creation failed: {failure}")
         return
     try:
         await _serve(ws, server, spec, detail_id)
     finally:
-        server.registry.release()
+        reservation.release()
 
 
 async def _serve(
@@ -205,8 +207,7 @@ async def _serve(
         feeder.cancel()
         decoder.abort()
         if not conv.closed:
-            code = ws.close_code if ws.close_code is not None else closecodes.NORMAL
-            await conv.close(code, "client disconnected")
+            await conv.close(*describe_disconnect(ws))
         server.registry.remove(conv)
         server.metrics.active_sessions.labels("relay").dec()
 
@@ -228,6 +229,10 @@ async def _receive_loop(
     backend = conv.backend
     assert backend is not None
     limit = server.config.max_frame_bytes
+    cfg = server.config
+    limiter = limits.for_session(
+        cfg.max_audio_bytes_per_s, cfg.audio_burst_s, cfg.max_messages_per_s, None
+    )
     async for frame in ws:
         server.metrics.bytes.labels("in").inc(len(frame))
         if len(frame) > limit:
@@ -236,6 +241,12 @@ async def _receive_loop(
                 f"message of {len(frame)} bytes exceeds the limit of {limit} bytes; "
                 "send MediaRecorder timeslices of 100-250 ms",
                 error_type="message_too_large",
+            )
+            return
+        exceeded = limiter.message()
+        if exceeded is not None:
+            await conv.close(
+                closecodes.INVALID_INPUT, exceeded.message, error_type=exceeded.error_type
             )
             return
         try:
@@ -247,6 +258,12 @@ async def _receive_loop(
         server.metrics.messages.labels("in", msg.type).inc()
         match msg:
             case wire.RelayAudio():
+                exceeded = limiter.audio(len(msg.data))
+                if exceeded is not None:
+                    await conv.close(
+                        closecodes.INVALID_INPUT, exceeded.message, error_type=exceeded.error_type
+                    )
+                    return
                 conv.touch()
                 try:
                     decoder.feed(msg.data)

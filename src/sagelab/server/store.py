@@ -673,6 +673,24 @@ class ConversationStore:
         log.error("store: dropped %d writes after %d attempts", len(batch), _COMMIT_ATTEMPTS)
 
 
+ORPHAN_REASON = "server stopped before the conversation ended (crash or SIGKILL)"
+ORPHAN_CLOSE_CODE = 1006  # the client saw its connection drop without a close frame
+
+
+def end_orphans(store: ConversationStore) -> int:
+    """Mark conversations a previous server process left open as ended; returns how many.
+
+    Call it when a server starts on a store that it alone writes to: any conversation still
+    open then belongs to a process that died, and nobody else will ever end it.
+    """
+    orphans = store.open_conversations()
+    for summary in orphans:
+        store.end_conversation(summary["id"], ORPHAN_REASON, close_code=ORPHAN_CLOSE_CODE)
+    if orphans:
+        store.flush()
+    return len(orphans)
+
+
 def _apply_batch(conn: sqlite3.Connection, writes: Sequence[_Write]) -> int:
     """Commit ``writes`` in one transaction and return how many of them failed.
 

@@ -7,9 +7,14 @@ for its protocol, and converts the core's 16 kHz PCM to the client's audio forma
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
 
 
 class Transport(abc.ABC):
@@ -18,6 +23,31 @@ class Transport(abc.ABC):
     protocol: str
     # Whether the client can answer client_tool_call (the relay browser cannot).
     answers_client_tools: bool = True
+    # Slow readers: a send that waits longer than this for the client to read (websockets'
+    # write buffer stays above its high-water mark) marks the transport stalled, drops every
+    # later frame and calls on_stall once, so the session is closed instead of buffering.
+    send_timeout_s: float | None = None
+    stalled: bool = False
+    on_stall: Callable[[str], None] | None = None
+
+    async def send_frame(self, ws: ServerConnection, frame: str | bytes) -> bool:
+        """Send one frame with backpressure and a deadline; False when it was not sent."""
+        if self.stalled:
+            return False
+        try:
+            async with asyncio.timeout(self.send_timeout_s):
+                await ws.send(frame)
+        except ConnectionClosed:
+            return False
+        except TimeoutError:
+            self.stalled = True
+            if self.on_stall is not None:
+                self.on_stall(
+                    f"the client did not read what the server sent for {self.send_timeout_s:g} s "
+                    "(slow reader); read the socket continuously, on its own task or thread"
+                )
+            return False
+        return True
 
     @abc.abstractmethod
     async def send_metadata(
@@ -81,3 +111,61 @@ class Transport(abc.ABC):
     async def send_stage(self, event_id: int, stage: str, ms: float) -> None:
         """A pipeline stage's duration, for clients that asked for them (default: none)."""
         return
+
+
+async def close_connection(
+    transport: Transport, ws: ServerConnection, code: int, reason: str
+) -> None:
+    """Close the WebSocket without ever waiting forever, and never raise.
+
+    A close frame queues behind whatever the client has not read, so closing a slow reader
+    the polite way would wait for it to read; a stalled transport is aborted (the TCP
+    connection drops) instead. While a close handshake runs, frames the client still sends
+    are read and dropped: a flooding client whose frames fill websockets' receive queue would
+    otherwise never get its close reply through.
+    """
+    if not transport.stalled:
+        drain = asyncio.create_task(_discard_incoming(ws))
+        limit = (transport.send_timeout_s or 10.0) + (ws.close_timeout or 10.0)
+        try:
+            async with asyncio.timeout(limit):
+                await ws.close(code, reason)
+            return
+        except TimeoutError:
+            pass
+        except Exception:
+            return
+        finally:
+            drain.cancel()
+    if ws.transport is not None:
+        ws.transport.abort()
+
+
+async def _discard_incoming(ws: ServerConnection) -> None:
+    # Fails at once (ConcurrencyError) when the route's receive loop is reading: then it is
+    # the one draining.
+    with contextlib.suppress(Exception):
+        async for _ in ws:
+            pass
+
+
+KEEPALIVE_TIMEOUT_REASON = "keepalive ping timeout"  # what websockets sends when it gives up
+
+
+def describe_disconnect(
+    ws: ServerConnection, default: str = "client disconnected"
+) -> tuple[int, str]:
+    """The close code and end reason to record for a connection the client ended.
+
+    A half-open connection (the peer vanished without a FIN, or stopped answering) is found by
+    websockets' keepalive: no pong within the ping timeout. The client never sees a close code
+    then (1006), so the reason is what tells an operator what happened.
+    """
+    code = ws.close_code if ws.close_code is not None else 1000
+    sent = ws.protocol.close_sent
+    if sent is not None and sent.reason == KEEPALIVE_TIMEOUT_REASON:
+        return code, (
+            f"no pong to a keepalive ping within {ws.ping_timeout:g} s "
+            "(half-open connection or a client that stopped answering)"
+        )
+    return code, default if code != 1000 else "client ended the conversation"
