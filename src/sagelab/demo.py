@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sagelab.bench.pipeline import ScenarioTurn, load_conversation
@@ -91,21 +92,21 @@ async def run_demo(console: Console, *, config: Path | None, out_dir: Path, data
         console.print(f"server at {server.http_url}")
         async with Session.connect(server.http_url, agent_id, stages=True) as session:
             greeting = await session.wait_for("agent_response", timeout=30)
-            console.print(f"[cyan]agent[/]: {greeting.data['agent_response']}")
+            console.print(f"[cyan]agent[/]: {escape(greeting.data['agent_response'])}")
             await session.wait_agent_done(timeout=60)
             skip = False
             for i, turn in enumerate(turns):
                 if skip:
                     skip = False
                     continue
-                console.print(f"[green]user says[/]: {turn.text}")
+                console.print(f"[green]user says[/]: {escape(turn.text)}")
                 report, _reply = await _turn(session, turn)
                 reports.append(report)
                 _print_turn(console, report)
                 if turn.barge_after_ms is not None and i + 1 < len(turns):
                     await asyncio.sleep(turn.barge_after_ms / 1000)
                     barge = turns[i + 1]
-                    console.print(f"[green]user talks over the agent[/]: {barge.text}")
+                    console.print(f"[green]user talks over the agent[/]: {escape(barge.text)}")
                     mark = session.mark()
                     sent = await session.send_audio(barge.audio, trailing_silence_ms=1000)
                     cut = await session.wait_for("interruption", since=mark, timeout=10)
@@ -117,7 +118,7 @@ async def run_demo(console: Console, *, config: Path | None, out_dir: Path, data
                         f"interrupted {latency:.0f} ms after the user started talking; "
                         f'heard: "{correction.data.get("corrected_agent_response", "")}"'
                     )
-                    console.print(f"[yellow]{reports[-1].note}[/]")
+                    console.print(f"[yellow]{escape(reports[-1].note)}[/]")
                     new_reply = await session.wait_for(
                         "agent_response", since=mark, timeout=30,
                         predicate=lambda e, c=cut: (e.event_id or 0) > c.event_id,
@@ -142,10 +143,10 @@ def _stages(r: TurnReport) -> str:
 
 
 def _print_turn(console: Console, r: TurnReport) -> None:
-    console.print(f"  [dim]heard:[/] {r.heard}")
+    console.print(f"  [dim]heard:[/] {escape(r.heard)}")
     if r.tools:
-        console.print(f"  [magenta]tools:[/] {', '.join(r.tools)}")
-    console.print(f"[cyan]agent[/]: {r.reply}")
+        console.print(f"  [magenta]tools:[/] {escape(', '.join(r.tools))}")
+    console.print(f"[cyan]agent[/]: {escape(r.reply)}")
     if r.voice_to_voice_ms is not None:
         console.print(f"  [dim]voice-to-voice {r.voice_to_voice_ms:.0f} ms ({_stages(r)} ms)[/]")
 
@@ -156,5 +157,12 @@ def _print_table(console: Console, reports: list[TurnReport]) -> None:
         table.add_column(col)
     for i, r in enumerate(reports, 1):
         v2v = f"{r.voice_to_voice_ms:.0f} ms" if r.voice_to_voice_ms is not None else "–"
-        table.add_row(str(i), r.heard, ", ".join(r.tools) or "–", v2v, _stages(r), r.note)
+        table.add_row(
+            str(i),
+            escape(r.heard),
+            escape(", ".join(r.tools)) or "–",
+            v2v,
+            _stages(r),
+            escape(r.note),
+        )
     console.print(table)
