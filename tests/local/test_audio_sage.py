@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from elevenlabs.client import ElevenLabs
 from elevenlabs.conversational_ai.conversation import Conversation
 
 from sagelab.agents.local.stt import get_stt
 from sagelab.audio import from_bytes, load_audio
+from sagelab.audio.activity import speech_bounds
 from sagelab.client import Session
 from sagelab.config import ServerConfig, load_config
 from sagelab.metrics.accuracy import normalize, score
@@ -115,3 +117,37 @@ async def test_a_model_that_cannot_load_refuses_the_session_clearly(tmp_path, op
         assert word in str(info.value)
         health = server.registry.active
     assert health == 0
+
+
+async def test_a_pause_that_ends_the_turn_loses_nothing_when_the_user_goes_on(tmp_path):
+    """The user pauses just past the end-of-turn silence, then goes on talking before the
+    agent has said a word: the reply to the first half is dropped, but its words are not.
+    The agent answers once, to everything that was said."""
+    speech = Path(__file__).resolve().parents[2] / "data" / "speech"
+    halves = []
+    for name in ("0880", "0890"):
+        pcm = load_audio(speech / f"librivox_sense_and_sensibility_01_austen_64kb-{name}.wav")
+        bounds = speech_bounds(pcm)
+        assert bounds is not None
+        halves.append(pcm[bounds[0] : bounds[1]])
+    pause = np.zeros(16000 * 450 // 1000, dtype=np.int16)  # 400 ms ends a turn
+    said = "he was not an ill disposed young man unless to be rather cold hearted and rather "
+    said += "selfish is to be ill disposed"
+    # Without speculation, transcription starts at the end of the turn and takes longer than
+    # the pause's remaining 50 ms plus speech onset, so the agent cannot have spoken yet.
+    config = sage_config(tmp_path, speculate_after_ms=None)
+    async with (
+        SagelabServer(config) as server,
+        Session.connect(server.http_url, "audio-sage") as s,
+    ):
+        await s.wait_for("agent_response", timeout=30)
+        await s.wait_agent_done(timeout=60)
+        mark = s.mark()
+        await s.send_audio(np.concatenate([halves[0], pause, halves[1]]), trailing_silence_ms=1500)
+        await s.wait_for("agent_response", since=mark, timeout=30)
+        await s.wait_agent_done(timeout=60)
+        events = s.timeline.events[mark:]
+    heard = " ".join(e.data["user_transcript"] for e in events if e.type == "user_transcript")
+    assert score(said, heard).wer <= 0.25, heard
+    replies = {e.event_id for e in events if e.type == "agent_response"}
+    assert len(replies) == 1, [e.data for e in events if e.type == "agent_response"]

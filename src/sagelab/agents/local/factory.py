@@ -70,4 +70,7 @@ def create(ctx: AgentContext, base_dir: Path) -> LocalAgent:
         tts=_tts(options, base_dir),
         brain=create_brain(brain_name, brain_options),
         vad_events=bool(options.get("vad_events", False)),
+        # Milliseconds of silence before a speculative transcription starts; null turns
+        # speculation off (every transcription then starts at the end of the turn).
+        speculate_after_ms=options.get("speculate_after_ms", 160),
     )

@@ -66,6 +66,8 @@ class LocalAgent(Agent):
             None if speculate_after_ms is None else int(speculate_after_ms * SAMPLE_RATE / 1000)
         )
         self._guess: tuple[int, asyncio.Future[Any]] | None = None
+        # The audio of the turn being transcribed, until its transcript exists.
+        self._untranscribed: np.ndarray | None = None
 
     # -- Agent interface -------------------------------------------------------------------
 
@@ -91,7 +93,10 @@ class LocalAgent(Agent):
         for event in events:
             if event.kind == "speech_start":
                 await self._replies.barge_in()
-                self._utterance = list(self._preroll)
+                # Speech that ended a turn but was cut off before it was even transcribed
+                # (the user only paused) is the start of this utterance, not lost.
+                carried, self._untranscribed = self._untranscribed, None
+                self._utterance = ([carried] if carried is not None else []) + list(self._preroll)
                 self._utterance_samples = sum(c.size for c in self._utterance)
                 self._preroll.clear()
                 self._guess = None
@@ -100,6 +105,8 @@ class LocalAgent(Agent):
                 self._utterance = None
                 guess = self._guess[1] if self._guess and self._guess[0] == event.sample else None
                 self._guess = None
+                if self._untranscribed is not None:  # a long monologue's earlier piece
+                    audio, guess = np.concatenate([self._untranscribed, audio]), None
                 # How much audio after the real end of speech the detector needed to decide.
                 endpointing_ms = (self._samples_seen - event.sample) * 1000 / SAMPLE_RATE
                 self._replies.start(self._respond_to_speech(audio, endpointing_ms, guess))
@@ -107,6 +114,7 @@ class LocalAgent(Agent):
 
     async def on_user_message(self, text: str) -> None:
         await self._replies.barge_in()
+        self._untranscribed = None  # typed text starts a new request
         self._replies.start(self._reply(self.ctx.begin_turn(), text))
 
     async def on_contextual_update(self, text: str, context_id: str | None) -> None:
@@ -115,6 +123,7 @@ class LocalAgent(Agent):
 
     async def on_interrupt(self) -> None:
         await self._replies.barge_in()
+        self._untranscribed = None
 
     async def close(self) -> None:
         await self._replies.cancel()
@@ -130,6 +139,8 @@ class LocalAgent(Agent):
             # A monologue longer than the limit is transcribed in pieces rather than held.
             audio = np.concatenate(self._utterance)
             self._utterance, self._utterance_samples = [], 0
+            if self._untranscribed is not None:
+                audio = np.concatenate([self._untranscribed, audio])
             self._replies.start(self._respond_to_speech(audio, None))
 
     def _maybe_speculate(self) -> None:
@@ -157,15 +168,18 @@ class LocalAgent(Agent):
             await self.ctx.stage(turn, "endpointing", endpointing_ms)
         await self.ctx.stage(turn, "utterance", audio.size * 1000 / SAMPLE_RATE)
         t0 = time.perf_counter()
+        self._untranscribed = audio
         try:
             # With a speculative guess, "stt" is only what is left to wait for.
             transcript = await (
                 guess if guess is not None else run_model(self.stt.transcribe, audio)
             )
         except Exception as exc:
+            self._untranscribed = None
             log.exception("speech-to-text failed")
             await self.ctx.fail("asr_transcription_error", f"speech-to-text failed: {exc}")
             return
+        self._untranscribed = None
         await self.ctx.stage(turn, "stt", (time.perf_counter() - t0) * 1000)
         await self.ctx.stage(turn, "stt_compute", transcript.elapsed_s * 1000)
         text = transcript.text.strip()
@@ -175,6 +189,10 @@ class LocalAgent(Agent):
         await self._reply(turn, text)
 
     async def _reply(self, turn: AgentTurn, text: str) -> None:
+        if self.history and self.history[-1].role == "user":
+            # The previous reply was cut off before the agent said anything: the user was not
+            # done. What they said then and now is one request.
+            text = f"{self.history.pop().content} {text}"
         self.history.append(ChatMessage("user", text))
         t0 = time.perf_counter()
         pieces = self.brain.respond(
