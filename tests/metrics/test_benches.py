@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from sagelab.bench.accuracy import read_manifest, summarize, transcribe_manifest
-from sagelab.bench.pipeline import load_conversation, merge, run_conversation
+from sagelab.bench.pipeline import load_conversation, merge, run_conversation, run_pipeline_bench
 from sagelab.bench.pipeline import summarize as summarize_pipeline
 from sagelab.config import ServerConfig
 from sagelab.server.app import SagelabServer
@@ -70,6 +70,25 @@ async def test_pipeline_bench_reports_the_metrics_of_its_turns(
     assert report["stages_ms"]["reply_delay"]["p50"] >= REPLY_DELAY_MS
     assert report["ttfa_ms"]["p50"] >= REPLY_DELAY_MS
     assert report["stutter"]["underruns"] >= 0 and report["errors"] == []
+
+
+async def test_pipeline_bench_draws_its_figures_from_the_same_tables(
+    server: SagelabServer, tmp_path: Path
+) -> None:
+    script = {"agent": "scripted", "turns": [{"audio": str(SPEECH / "goforward.wav"), "text": "x"}]}
+    path = tmp_path / "conversation.yaml"
+    path.write_text(yaml.safe_dump(script))
+    report = await run_pipeline_bench(
+        server.http_url, path, runs=1, max_sessions=2, budget_p95_ms=10_000, plots_dir=tmp_path
+    )
+    assert [step["sessions"] for step in report["capacity"]["steps"]] == [1, 2]
+    assert report["capacity"]["max_sessions_within_budget"] == 2
+    assert sorted(Path(p).name for p in report["plots"]) == [
+        "latency_cdf.png",
+        "stutter_vs_load.png",
+    ]
+    for figure in report["plots"]:
+        assert Path(figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 async def test_accuracy_bench_scores_what_the_agent_transcribed(

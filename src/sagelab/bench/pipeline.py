@@ -178,18 +178,23 @@ async def run_pipeline_bench(
     budget_p95_ms: float = 1500.0,
     max_sessions: int = 0,
     on_progress: Callable[[str], None] | None = None,
+    plots_dir: Path | None = None,
 ) -> dict[str, Any]:
+    """Single-session runs, then the capacity search; ``plots_dir`` gets the latency CDF of
+    the single runs and stutter against concurrent sessions, drawn from the same tables."""
     agent_id, turns = load_conversation(conversation)
     single: list[RunResult] = []
     for i in range(runs):
         single.append(await run_conversation(url, agent_id, turns))
         if on_progress:
             on_progress(f"run {i + 1}/{runs}")
+    single_merged = merge(single)
     report: dict[str, Any] = {
         "agent_id": agent_id,
         "runs": runs,
-        "single": summarize(merge(single)),
+        "single": summarize(single_merged),
     }
+    stutter_by_load = [_with_load(single_merged.stutter, 1)]
     capacity: list[dict[str, Any]] = []
     best = 0
     k = 1
@@ -197,6 +202,7 @@ async def run_pipeline_bench(
         merged = merge(
             list(await asyncio.gather(*(run_conversation(url, agent_id, turns) for _ in range(k))))
         )
+        stutter_by_load.append(_with_load(merged.stutter, k))
         p95 = Summary.of(merged.answers["voice_to_voice_ms"]).p95
         ok = not merged.errors and p95 <= budget_p95_ms
         capacity.append(
@@ -213,4 +219,25 @@ async def run_pipeline_bench(
         "steps": capacity,
         "max_sessions_within_budget": best,
     }
+    if plots_dir is not None:
+        report["plots"] = _plots(single_merged.answers, stutter_by_load, plots_dir)
     return report
+
+
+def _with_load(stutter: pd.DataFrame | None, sessions: int) -> pd.DataFrame:
+    if stutter is None or not len(stutter):
+        return pd.DataFrame()
+    return stutter.assign(sessions=sessions)
+
+
+def _plots(answers: pd.DataFrame, stutter: list[pd.DataFrame], directory: Path) -> list[str]:
+    from sagelab.metrics.plots import latency_cdf, save_figure, stutter_vs_load
+
+    paths = [save_figure(latency_cdf(answers, title="Pipeline latency by stage"),
+                         directory / "latency_cdf.png")]  # fmt: skip
+    frames = [f for f in stutter if len(f)]
+    if frames:
+        table = pd.concat(frames, ignore_index=True)
+        figure = stutter_vs_load(table, title="Stutter against concurrent sessions")
+        paths.append(save_figure(figure, directory / "stutter_vs_load.png"))
+    return [str(p) for p in paths]
