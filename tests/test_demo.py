@@ -31,7 +31,13 @@ async def test_demo_talks_calls_tools_is_interrupted_and_records_it_all(tmp_path
     printed = console.export_text()
 
     assert run_dir.parent == tmp_path
-    for name in ("timeline.jsonl", "user.wav", "agent.wav", "conversations.sqlite3"):
+    for name in (
+        "timeline.jsonl",
+        "user.wav",
+        "agent.wav",
+        "conversations.sqlite3",
+        "timeline.png",
+    ):
         assert (run_dir / name).is_file(), name
     assert str(run_dir) in printed.replace("\n", "")
 

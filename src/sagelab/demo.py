@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -23,6 +24,7 @@ from rich.table import Table
 from sagelab.bench.pipeline import ScenarioTurn, load_conversation
 from sagelab.client import Session
 from sagelab.config import load_config
+from sagelab.metrics import playout, tool_call_table, turn_table
 from sagelab.server.app import SagelabServer
 
 STAGE_ORDER = ("endpointing", "stt", "tool", "brain", "tts_first_audio")
@@ -38,40 +40,33 @@ class TurnReport:
     note: str = ""
 
 
-def _report(
-    session: Session, mark: int, reply: Any, first_audio: Any, speech_end_ns: int
-) -> TurnReport:
-    events = session.timeline.events[mark:]
-    heard = " ".join(
-        e.data.get("user_transcript", "") for e in events if e.type == "user_transcript"
-    )
-    tools = [
-        f"{e.data['tool_name']}"
-        for e in events
-        if e.type in ("agent_tool_request", "client_tool_call")
-    ]
+def _report(session: Session, event_id: int) -> TurnReport:
+    """One agent turn as ``sagelab.metrics.turn_table`` measures it (the benches' numbers)."""
+    table = turn_table(session.timeline)
+    row = table[table["event_id"] == event_id].iloc[0]
     stages = {
-        e.data["stage"]: float(e.data["ms"])
-        for e in events
-        if e.type == "internal_sagelab_stage" and e.event_id == reply.event_id
+        name: float(row[f"stage_{name}_ms"])
+        for name in STAGE_ORDER
+        if f"stage_{name}_ms" in row and pd.notna(row[f"stage_{name}_ms"])
     }
+    v2v = row["voice_to_voice_ms"]
     return TurnReport(
-        heard,
-        tools,
-        reply.data.get("agent_response", ""),
-        (first_audio.t_ns - speech_end_ns) / 1e6,
+        str(row["user_text"] or ""),
+        list(row["tools"] or []),
+        str(row["agent_text"] or ""),
+        float(v2v) if pd.notna(v2v) else None,
         stages,
     )
 
 
 async def _turn(session: Session, turn: ScenarioTurn) -> tuple[TurnReport, Any]:
     mark = session.mark()
-    sent = await session.send_audio(turn.audio, trailing_silence_ms=1000)
+    await session.send_audio(turn.audio, trailing_silence_ms=1000)
     reply = await session.wait_for("agent_response", since=mark, timeout=30)
-    first = await session.wait_for(
+    await session.wait_for(
         "audio", since=mark, timeout=30, predicate=lambda e: (e.event_id or 0) >= reply.event_id
     )
-    return _report(session, mark, reply, first, sent.speech_end_ns), reply
+    return _report(session, reply.event_id), reply
 
 
 async def run_demo(console: Console, *, config: Path | None, out_dir: Path, data: Path) -> Path:
@@ -108,14 +103,15 @@ async def run_demo(console: Console, *, config: Path | None, out_dir: Path, data
                     barge = turns[i + 1]
                     console.print(f"[green]user talks over the agent[/]: {escape(barge.text)}")
                     mark = session.mark()
-                    sent = await session.send_audio(barge.audio, trailing_silence_ms=1000)
+                    await session.send_audio(barge.audio, trailing_silence_ms=1000)
                     cut = await session.wait_for("interruption", since=mark, timeout=10)
                     correction = await session.wait_for(
                         "agent_response_correction", since=mark, timeout=10
                     )
-                    latency = (cut.t_ns - sent.speech_start_ns) / 1e6
+                    table = turn_table(session.timeline)
+                    latency = table.loc[table["event_id"] == cut.event_id, "interruption_ms"]
                     reports[-1].note = (
-                        f"interrupted {latency:.0f} ms after the user started talking; "
+                        f"interrupted {latency.iloc[0]:.0f} ms after the user started talking; "
                         f'heard: "{correction.data.get("corrected_agent_response", "")}"'
                     )
                     console.print(f"[yellow]{escape(reports[-1].note)}[/]")
@@ -123,17 +119,19 @@ async def run_demo(console: Console, *, config: Path | None, out_dir: Path, data
                         "agent_response", since=mark, timeout=30,
                         predicate=lambda e, c=cut: (e.event_id or 0) > c.event_id,
                     )  # fmt: skip
-                    first = await session.wait_for(
+                    await session.wait_for(
                         "audio", since=mark, timeout=30,
                         predicate=lambda e, r=new_reply: (e.event_id or 0) >= r.event_id,
                     )  # fmt: skip
-                    report = _report(session, mark, new_reply, first, sent.speech_end_ns)
+                    report = _report(session, new_reply.event_id)
                     reports.append(report)
                     _print_turn(console, report)
                     skip = True
                 await session.wait_agent_done(timeout=60)
         session.timeline.save(run_dir)
     _print_table(console, reports)
+    figure = _save_timeline_figure(session, run_dir / "timeline.png")
+    console.print(f"conversation timeline (one lane per stage): [bold]{figure}[/]")
     console.print(f"timeline, audio and conversation store written to [bold]{run_dir}[/]")
     return run_dir
 
@@ -166,3 +164,16 @@ def _print_table(console: Console, reports: list[TurnReport]) -> None:
             escape(r.note),
         )
     console.print(table)
+
+
+def _save_timeline_figure(session: Session, path: Path) -> Path:
+    from sagelab.metrics.plots import conversation_timeline, save_figure
+
+    timeline = session.timeline
+    figure = conversation_timeline(
+        turn_table(timeline),
+        tool_call_table(timeline),
+        playout(timeline).turns,
+        title="audio-sage demo: where the time went",
+    )
+    return save_figure(figure, path)
