@@ -1,24 +1,37 @@
-"""What one load-test user sends and how it turns received frames into measurements.
+"""How a load-test user turns sent speech and received frames into measurements.
 
-Kept free of locust, gevent and sockets so the arithmetic (which chunk ends the speech, when a
-turn is "new", what counts as a stutter) is unit-tested without a server, and so the locustfile
-stays a thin I/O shell around it.
+Kept free of locust, gevent and sockets so the arithmetic (when a turn is "new", what counts as
+a stutter) is unit-tested without a server, and so the locustfile stays a thin I/O shell.
 
-Metric names (locust request names, raw-log ``metric`` values):
+Metric names (locust request names, raw-log ``metric`` values), all in milliseconds:
 
+* ``signed_url``: the ``get-signed-url`` request (only with ``--signed-url``).
 * ``connect``: TCP + WebSocket handshake.
-* ``metadata``: connect start → ``conversation_initiation_metadata``.
-* ``ping_rtt``: the server's ``ping_ms`` (its previous ping → our pong), as ElevenLabs reports it.
-* ``first_audio``: end of speech in the audio actually sent → first audio frame of an agent turn
-  newer than every turn seen at that moment (includes the agent's end-of-turn silence window).
-* ``audio_gap``: for each pair of consecutive audio frames of one turn, how much later the
-  second frame arrived than the end of the first frame's audio (``max(0, …)``). Reported for
-  *every* pair, zeros included: then n is the number of frame pairs and p95/p99 say how often
-  and how badly a listener would hear a stutter; reporting only gaps > 0 would make the
-  percentiles describe the bad pairs alone and hide how rare they are. The server sends with a
-  lead (200 ms by default), so its first frames arrive early and count as 0.
-* ``send_lateness``: how far past its due time each chunk was sent, i.e. whether the load
-  generator itself fell behind; non-zero values here invalidate the latency figures.
+* ``metadata``: connect start → ``conversation_initiation_metadata`` (relay: ``ready``).
+* ``ping_rtt``: the server's ``ping_ms`` (ConvAI only): its own clock from sending a ``ping``
+  to receiving our ``pong``, so it includes how long this user took to answer, exactly as
+  ElevenLabs reports it. Integer milliseconds, as the protocol has it.
+* ``ws_ping_rtt``: a WebSocket ping frame sent by this user → its pong, both protocols; the
+  server's network stack answers it, so it is transport round trip plus both event loops.
+* ``first_audio``: the chunk holding the end of speech sent → first audio frame of an agent
+  turn newer than every turn seen at that moment (includes the agent's end-of-turn wait).
+* ``voice_to_voice``: the user's last loud sample → that same first frame. A microphone sends a
+  chunk once it is recorded, so this is ``first_audio`` plus the part of the last chunk after
+  the speech (up to one chunk): the delay a person talking to the agent would perceive.
+* ``interruption`` (ConvAI only; the relay protocol has no such event): the user's first loud
+  sample of a new utterance → the server's ``interruption`` arriving, i.e. barge-in latency
+  as the user would perceive it (like ``voice_to_voice``, it includes the microphone's chunk).
+* ``stutter``: per agent turn, the total time a player that starts on the turn's first frame
+  and plays frames back to back would have run dry waiting for the next frame. The server
+  sends ahead of real time (200 ms by default), so a stutter means a frame was that late.
+* ``audio_gap``: for every pair of consecutive frames of one turn, how much later the second
+  arrived than the end of the first frame's audio (``max(0, …)``), zeros included, so the
+  percentiles say how often and how badly frames bunch up (jitter), not only how bad the bad
+  pairs are.
+* ``send_lateness``: how far past its due time each chunk was sent: whether the load generator
+  itself fell behind. Non-zero tails here make every other figure suspect.
+* ``close`` (one per session: ok for a normal end, a failure for an unexpected close code or
+  lost connection) and ``error_event`` (always a failure).
 """
 
 from __future__ import annotations
@@ -28,102 +41,116 @@ import math
 import os
 import threading
 import time
-from base64 import b64encode
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import numpy as np
-
-from sagelab.audio import SAMPLE_RATE, load_audio, pcm_bytes, silence, speech_bounds
-
-METRICS = ("connect", "metadata", "ping_rtt", "first_audio", "audio_gap", "send_lateness")
-#: Names that only ever carry failures (error events, unexpected closes).
-FAILURE_NAMES = ("error_event", "close")
-#: Per-frame measurements that never fail; excluded from the error rate's denominator so that
-#: thousands of audio frames do not dilute a handful of failed sessions into "0.0 %".
-PER_FRAME = ("audio_gap", "send_lateness")
-
-
-def ws_url(host: str, agent_id: str, path: str = "/v1/convai/conversation") -> str:
-    """``http://h:p[/prefix]`` → ``ws://h:p[/prefix]/v1/convai/conversation?agent_id=…``.
-
-    Mirrors the SDK's ``build_ws_url`` (scheme swapped, path prefix kept) so a load test
-    reaches the same endpoint the official client would for the same ``--host``.
-    """
-    parts = urlsplit(host)
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    base = parts.path.rstrip("/")
-    return urlunsplit((scheme, parts.netloc, base + path, urlencode({"agent_id": agent_id}), ""))
-
-
-def bytes_per_second(audio_format: str | None) -> int:
-    """Bytes per second of agent audio for an announced format (``pcm_16000``, ``ulaw_8000``)."""
-    kind, _, rate = (audio_format or "pcm_16000").partition("_")
-    return int(rate or SAMPLE_RATE) * (1 if kind == "ulaw" else 2)
+METRICS = (
+    "signed_url",
+    "connect",
+    "metadata",
+    "ping_rtt",
+    "ws_ping_rtt",
+    "first_audio",
+    "voice_to_voice",
+    "interruption",
+    "stutter",
+    "audio_gap",
+    "send_lateness",
+)
+#: Names that carry session ends and failures (error events, unexpected closes).
+FAILURE_NAMES = ("close", "error_event")
+#: Measurements that never fail and come by the thousand (per frame, per ping, per turn) or
+#: repeat another event; left out of the error rate's denominator so that a flood of samples
+#: does not dilute a handful of failed sessions into "0.0 %".
+NOT_COUNTED = (
+    "ping_rtt",
+    "ws_ping_rtt",
+    "voice_to_voice",
+    "interruption",
+    "stutter",
+    "audio_gap",
+    "send_lateness",
+)
 
 
 @dataclass(frozen=True)
-class MicLoop:
-    """One cycle of a microphone that never stops: an utterance, then silence, as wire messages.
+class FrameResult:
+    """What one received audio frame resolved."""
 
-    The cycle is padded to whole chunks so it can repeat forever on one absolute schedule;
-    ``speech_end_chunk`` is the chunk holding the last loud sample (a recording's trailing room
-    tone is not speech), whose send time is the start of ``first_audio``.
-    """
+    first_audio_ms: list[float]  # speech ends answered by this frame
+    gap_ms: float | None  # jitter against the previous frame of the same turn
+    stutter_ms: float | None  # total underrun of the turn this frame closed (a newer turn)
 
-    messages: tuple[str, ...]
-    chunk_s: float
-    speech_end_chunk: int
 
-    @classmethod
-    def from_file(cls, path: str | Path, *, gap_ms: int = 2500, chunk_ms: int = 100) -> MicLoop:
-        speech = load_audio(path)
-        bounds = speech_bounds(speech)
-        end = bounds[1] if bounds else speech.size
-        chunk = SAMPLE_RATE * chunk_ms // 1000
-        cycle = np.concatenate([speech, silence(gap_ms)])
-        pad = (-cycle.size) % chunk
-        cycle = np.concatenate([cycle, np.zeros(pad, dtype=np.int16)])
-        messages = tuple(
-            json.dumps({"user_audio_chunk": b64encode(pcm_bytes(cycle[i : i + chunk])).decode()})
-            for i in range(0, cycle.size, chunk)
-        )
-        return cls(messages, chunk_ms / 1000, max(0, end - 1) // chunk)
+@dataclass
+class _Playout:
+    turn: int
+    end: float  # when the queued audio would finish playing
+    underrun_s: float = 0.0
 
 
 @dataclass
 class TurnTracker:
-    """Turns received audio frames and sent speech ends into ``first_audio`` and ``audio_gap``.
+    """Per-session state between speech sent and audio received. Times: ``time.monotonic()`` s.
 
     A speech end waits for the first frame of a turn newer than any turn seen when the speech
-    ended, so audio of the reply still playing from the previous utterance (or the greeting) is
-    not mistaken for the answer. Times are ``time.monotonic()`` seconds.
+    ended, so audio of a reply still playing from the previous utterance (or the greeting) is
+    not mistaken for the answer. Turn ids are ConvAI event ids, or any increasing counter.
     """
 
     timeout_s: float = 10.0
     max_seen_id: int = 0
     pending: list[tuple[float, int]] = field(default_factory=list)
-    _last: tuple[int, float, float] | None = None  # event id, arrival, duration of last frame
+    _last: tuple[int, float, float] | None = None  # turn id, arrival, duration of last frame
+    _play: _Playout | None = None
+    _speech_start: float | None = None
+
+    def speech_started(self, t: float) -> None:
+        self._speech_start = t
 
     def speech_ended(self, t: float) -> None:
         self.pending.append((t, self.max_seen_id))
+        self._speech_start = None
 
-    def audio(self, event_id: int, t: float, duration_s: float) -> tuple[list[float], float | None]:
-        """Record a frame; return (first_audio ms resolved by it, audio_gap ms or None)."""
-        first = [(t - end) * 1000 for end, base in self.pending if event_id > base and t >= end]
-        self.pending = [(e, b) for e, b in self.pending if not (event_id > b and t >= e)]
+    def audio(self, turn: int, t: float, duration_s: float) -> FrameResult:
+        """Record a frame of ``duration_s`` seconds of agent audio that arrived at ``t``."""
+        first = [(t - end) * 1000 for end, base in self.pending if turn > base and t >= end]
+        self.pending = [(e, b) for e, b in self.pending if not (turn > b and t >= e)]
         gap = None
-        if self._last is not None and self._last[0] == event_id:
+        if self._last is not None and self._last[0] == turn:
             gap = max(0.0, t - (self._last[1] + self._last[2])) * 1000
-        self._last = (event_id, t, duration_s)
-        self.max_seen_id = max(self.max_seen_id, event_id)
-        return first, gap
+        self._last = (turn, t, duration_s)
+        self.max_seen_id = max(self.max_seen_id, turn)
+        stutter = None
+        play = self._play
+        if play is not None and play.turn == turn:
+            if t > play.end:
+                play.underrun_s += t - play.end
+                play.end = t
+            play.end += duration_s
+        else:
+            stutter = self.finish_turn()
+            self._play = _Playout(turn, t + duration_s)
+        return FrameResult(first, gap, stutter)
 
-    def interrupted(self) -> None:
-        """The turn was cut off: its next frame (if any) must not count as a gap."""
+    def interrupted(self, t: float) -> tuple[float | None, float | None]:
+        """The agent was cut off: (barge-in latency ms or None, the cut turn's stutter ms).
+
+        The player flushes its queue, so the turn's next frame (if any) must not count as a
+        gap, and its stutter is final.
+        """
         self._last = None
+        latency = None
+        if self._speech_start is not None:
+            latency = (t - self._speech_start) * 1000
+            self._speech_start = None
+        return latency, self.finish_turn()
+
+    def finish_turn(self) -> float | None:
+        """Close the turn being played (at a newer turn, a cut or the session end)."""
+        play, self._play = self._play, None
+        return None if play is None else play.underrun_s * 1000
 
     def expired(self, now: float) -> list[float]:
         """Speech ends with no reply within ``timeout_s``; removed and returned (ms waited)."""
@@ -135,39 +162,58 @@ class TurnTracker:
 class RawLog:
     """Append-only JSONL of every measurement, unrounded (locust rounds what it stores).
 
-    One line per value: user id, metric, ``value_ms`` (null for failures), wall time ``t``,
-    ``ok`` and ``error``. Writes are whole lines under a lock, so greenlets or threads of one
-    process never interleave; several locust worker processes need one file each.
+    One line per value: worker ``w``, user, metric, ``value_ms`` (null for failures), wall time
+    ``t``, ``ok``, ``error`` and extra fields (a close's ``code``). Lines are written whole under
+    a lock, so greenlets of one process never interleave; each locust worker process writes its
+    own file (``SAGELAB_RAW_LOG``) and ``sagelab loadtest`` merges them. The buffer is flushed
+    at least once a second so a capacity search can judge a step while the test runs.
     """
 
-    def __init__(self, path: str | Path | None) -> None:
+    FLUSH_S = 1.0
+
+    def __init__(self, path: str | Path | None, worker: int = 0) -> None:
         self.path = Path(path) if path else None
+        self.worker = worker
         self._fh: IO[str] | None = None
         self._lock = threading.Lock()
+        self._flushed = time.monotonic()
 
     @classmethod
     def from_env(cls) -> RawLog:
-        return cls(os.environ.get("SAGELAB_RAW_LOG") or None)
+        return cls(
+            os.environ.get("SAGELAB_RAW_LOG") or None, int(os.environ.get("SAGELAB_WORKER", "0"))
+        )
 
     def write(
-        self, user: int, metric: str, value_ms: float | None, error: str | None = None
+        self,
+        user: int,
+        metric: str,
+        value_ms: float | None,
+        error: str | None = None,
+        **extra: Any,
     ) -> None:
         if self.path is None:
             return
         row: dict[str, Any] = {
+            "w": self.worker,
             "user": user,
             "metric": metric,
             "value_ms": None if value_ms is None or not math.isfinite(value_ms) else value_ms,
             "t": time.time(),
             "ok": error is None,
             "error": error,
+            **extra,
         }
         line = json.dumps(row) + "\n"
         with self._lock:
             if self._fh is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = self.path.open("a", buffering=1, encoding="utf-8")
+                self._fh = self.path.open("a", encoding="utf-8")
             self._fh.write(line)
+            now = time.monotonic()
+            if now - self._flushed >= self.FLUSH_S:
+                self._fh.flush()
+                self._flushed = now
 
     def close(self) -> None:
         with self._lock:
