@@ -14,7 +14,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 app = typer.Typer(help="Real-time voice conversations with AI agents.", no_args_is_help=True)
-bench_app = typer.Typer(help="Benchmarks: transport, pipeline, accuracy.", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Benchmarks: transport, pipeline, accuracy, network, run (scenarios).",
+    no_args_is_help=True,
+)
 app.add_typer(bench_app, name="bench")
 console = Console()
 
@@ -56,6 +59,9 @@ def serve(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from sagelab.server import redact
+
+    redact.install()  # API keys and signed URLs never reach the log
     try:
         cfg = load_config(config, host=host, port=port, max_sessions=max_sessions, store_path=store)
     except ConfigError as exc:
@@ -142,6 +148,64 @@ def bench_transport(
         raise typer.Exit(1)
 
 
+@bench_app.command("network")
+def bench_network(
+    network: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A preset (ideal, good_wifi, 4g, 3g, lossy, satellite) or "
+            "'latency=80,jitter=20,loss=0.01,bandwidth=1000'; repeat it; default: all presets"
+        ),
+    ] = None,
+    turns: Annotated[int, typer.Option(help="Spoken turns per session")] = 6,
+    sessions: Annotated[int, typer.Option(help="Sessions per network, all at once")] = 2,
+    seed: Annotated[int | None, typer.Option(help="Seed for jitter and loss")] = 1,
+    url: Annotated[str | None, typer.Option(help="Server base URL; default: start one")] = None,
+    speech: Annotated[Path | None, typer.Option(help="WAV the sessions speak")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object last")] = False,
+) -> None:
+    """Voice-to-voice, round trip, audio gaps and stutter under each network's conditions."""
+    from sagelab.bench.network import networks_from, run_network_bench, summarize, tables
+    from sagelab.bench.serverproc import ServerProcess
+
+    try:
+        networks = networks_from(network, seed=seed)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--network") from None
+    speech_path = speech or data_dir() / "speech" / "goforward.wav"
+    with _progress("network", quiet=as_json) as progress:
+        task = progress.add_task("turns", total=len(networks) * sessions * turns)
+
+        def run(base: str) -> list:
+            return asyncio.run(
+                run_network_bench(
+                    base,
+                    networks,
+                    turns=turns,
+                    sessions=sessions,
+                    speech_path=speech_path,
+                    on_turn=lambda: progress.advance(task),
+                )
+            )
+
+        if url is None:
+            with ServerProcess(store_path=str(_tmp_store()), agents=["scripted"]) as srv:
+                runs = run(srv.http_url)
+        else:
+            runs = run(url)
+    rows = summarize(runs)
+    if as_json:
+        print(json.dumps({"turns": turns, "sessions": sessions, "networks": rows}))
+    else:
+        for table in tables(rows):
+            console.print(table)
+    if any(row["errors"] for row in rows):
+        for row in rows:
+            for error in row["errors"]:
+                console.print(f"[red]{row['network']}:[/] {error}")
+        raise typer.Exit(1)
+
+
 @bench_app.command("pipeline")
 def bench_pipeline(
     runs: Annotated[int, typer.Option(help="Single-session runs of the demo conversation")] = 3,
@@ -152,6 +216,10 @@ def bench_pipeline(
     conversation: Annotated[Path | None, typer.Option(help="Scenario YAML")] = None,
     url: Annotated[str | None, typer.Option(help="Server base URL; default: start one")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object last")] = False,
+    plots: Annotated[
+        Path | None,
+        typer.Option(help="Write latency_cdf.png and stutter_vs_load.png to this folder"),
+    ] = None,
 ) -> None:
     """The demo conversation with audio-sage: voice-to-voice, stages, interruption, capacity."""
     from sagelab.bench.pipeline import run_pipeline_bench
@@ -167,7 +235,7 @@ def bench_pipeline(
         return asyncio.run(
             run_pipeline_bench(
                 base, path, runs=runs, budget_p95_ms=budget_ms, max_sessions=max_sessions,
-                on_progress=progress,
+                on_progress=progress, plots_dir=plots,
             )
         )  # fmt: skip
 
@@ -185,6 +253,7 @@ def bench_pipeline(
     for col in ("p50", "p95", "p99", "n"):
         table.add_column(col, justify="right")
     rows = [("voice-to-voice (ms)", single["voice_to_voice_ms"]),
+            ("time to first audio (ms)", single["ttfa_ms"]),
             ("interruption (ms)", single["interruption_ms"]),
             ("STT real-time factor", single["stt_rtf"]),
             ("TTS real-time factor", single["tts_rtf"])]  # fmt: skip
@@ -200,6 +269,8 @@ def bench_pipeline(
         console.print(f"{step['sessions']} sessions: v2v p95 {step['v2v_p95_ms']} ms {verdict}")
     best = cap["max_sessions_within_budget"]
     console.print(f"largest concurrency within {cap['budget_p95_ms']:.0f} ms p95: {best}")
+    for figure_path in report.get("plots", []):
+        console.print(f"figure: {figure_path}")
     if single["errors"]:
         console.print(f"[red]errors:[/] {single['errors']}")
 
@@ -212,6 +283,9 @@ def bench_accuracy(
         str, typer.Option(help="Agent whose transcripts are scored")
     ] = "audio-sage",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object last")] = False,
+    plots: Annotated[
+        Path | None, typer.Option(help="Write the WER-per-utterance figure (wer.png) here")
+    ] = None,
 ) -> None:
     """Stream each utterance as a user turn; WER and CER of the server's transcripts."""
     from sagelab.bench.accuracy import read_manifest, summarize, transcribe_manifest
@@ -234,6 +308,14 @@ def bench_accuracy(
         else:
             results = run(url)
     summary = summarize(results)
+    if plots is not None:
+        import pandas as pd
+
+        from sagelab.metrics.plots import save_figure, wer_per_utterance
+
+        per_utterance = pd.DataFrame(summary["per_utterance"])
+        figure = wer_per_utterance(per_utterance, overall_wer=summary["wer"])
+        summary["plots"] = [str(save_figure(figure, plots / "wer.png"))]
     if as_json:
         print(json.dumps(summary))
         return
@@ -246,6 +328,64 @@ def bench_accuracy(
         )
     console.print(table)
     console.print(f"overall WER {summary['wer']:.2%}, CER {summary['cer']:.2%}")
+    lat = summary["transcript_ms"]
+    if lat["n"]:
+        console.print(
+            f"transcript latency (end of speech → transcript): p50 {lat['p50']} ms, "
+            f"p95 {lat['p95']} ms, p99 {lat['p99']} ms"
+        )
+    for figure_path in summary.get("plots", []):
+        console.print(f"figure: {figure_path}")
+
+
+@bench_app.command("run")
+def bench_run(
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="Scenario YAML or a folder of them; default: data/scenarios"),
+    ] = None,
+    repeat: Annotated[int, typer.Option(min=1, help="Runs of each scenario")] = 1,
+    url: Annotated[str | None, typer.Option(help="Server base URL; default: start one")] = None,
+    config: ConfigOpt = None,
+    store: Annotated[
+        Path | None,
+        typer.Option(help="With --url: the server's conversation store (tool parameters)"),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Reports go to OUT/<time>-scenarios/")] = Path("runs"),
+    report_format: Annotated[
+        str, typer.Option("--format", help="Report format: md or html")
+    ] = "md",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object last")] = False,
+) -> None:
+    """Run voice-agent scenarios, write a report with figures; exit 1 if any check fails."""
+    import sys
+
+    from sagelab.scenarios import BenchRunOptions, ScenarioError, load_scenarios
+    from sagelab.scenarios.bench import ServerStartError, print_results, run_bench
+
+    if report_format not in ("md", "html"):
+        console.print(f"[red]--format must be md or html, not {report_format!r}[/]")
+        raise typer.Exit(2)
+    try:
+        scenarios = load_scenarios(path or data_dir() / "scenarios")
+        suite, report = run_bench(
+            BenchRunOptions(
+                scenarios, repeat=repeat, url=url, config=config, store=store, out_dir=out,
+                fmt=report_format, command="sagelab " + " ".join(sys.argv[1:]),  # type: ignore[arg-type]
+            ),
+            console,
+            quiet=as_json,
+        )  # fmt: skip
+    except (ScenarioError, ServerStartError) as exc:
+        kind = "scenario error" if isinstance(exc, ScenarioError) else "server error"
+        console.print(f"[red]{kind}:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    if as_json:
+        print(json.dumps({**suite.as_dict(), "report": str(report)}))
+    else:
+        print_results(suite, report, console)
+    if not suite.passed:
+        raise typer.Exit(1)
 
 
 def _progress(label: str, *, quiet: bool) -> Progress:
@@ -299,38 +439,159 @@ def _print_transport(s: dict) -> None:
 
 @app.command()
 def loadtest(
-    users: Annotated[int, typer.Option(help="Concurrent locust users (ConvAI sessions)")] = 50,
+    users: Annotated[int, typer.Option(help="Concurrent locust users (sessions)")] = 50,
     spawn_rate: Annotated[float, typer.Option(help="Users started per second")] = 10.0,
     run_time: Annotated[str, typer.Option(help="Locust run time, e.g. 30s, 2m")] = "1m",
     target: Annotated[
         str | None, typer.Option(help="Server base URL (http://…); default: start one")
     ] = None,
-    agent: Annotated[str, typer.Option(help="Agent the users talk to")] = "scripted",
+    backend: Annotated[
+        str | None,
+        typer.Option(help="scripted or local: the bundled agent of that kind and its budget"),
+    ] = None,
+    agent: Annotated[
+        str | None, typer.Option(help="Agent id (default: scripted, or audio-sage for local)")
+    ] = None,
+    protocol: Annotated[str, typer.Option(help="convai or relay (the web app's)")] = "convai",
+    signed_url: Annotated[
+        bool,
+        typer.Option(
+            "--signed-url",
+            help="Connect through get-signed-url (the started server gets an API key and the "
+            "agent requires auth; with --target the key is $ELEVENLABS_API_KEY)",
+        ),
+    ] = False,
+    processes: Annotated[
+        int, typer.Option(help="Locust worker processes; 2+ runs a master and workers")
+    ] = 1,
+    config: ConfigOpt = None,
+    step: Annotated[
+        bool,
+        typer.Option(
+            "--step",
+            help="Capacity search: add users in steps until the budget breaks; "
+            "report the largest sustainable number",
+        ),
+    ] = False,
+    step_users: Annotated[
+        int | None, typer.Option(help="Users added per step (default 10; local: 1)")
+    ] = None,
+    step_time: Annotated[
+        str | None, typer.Option(help="Time per step (default 30s; local: 60s)")
+    ] = None,
+    max_users: Annotated[
+        int | None, typer.Option(help="Last step's users (default: --users)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object last")] = False,
     max_error_rate: Annotated[float, typer.Option(help="Fail above this error rate")] = 0.02,
     max_p95_first_audio_ms: Annotated[
-        float, typer.Option(help="Fail above this p95 time to first audio")
-    ] = 1000.0,
+        float | None,
+        typer.Option(help="Fail above this p95 time to first audio (default 1000; local: off)"),
+    ] = None,
+    max_p95_voice_to_voice_ms: Annotated[
+        float | None,
+        typer.Option(help="Fail above this p95 voice-to-voice (default off; local: 1500)"),
+    ] = None,
+    max_stutter_share: Annotated[
+        float, typer.Option(help="Fail when more than this share of agent turns stutter")
+    ] = 0.05,
+    speech: Annotated[
+        Path | None, typer.Option(help="Recording each user says (default per backend)")
+    ] = None,
+    gap_ms: Annotated[
+        int | None, typer.Option(help="Silence after each utterance (default 2500; local 7000)")
+    ] = None,
+    lead_ms: Annotated[
+        int | None,
+        typer.Option(help="Silence before a session's first utterance (default 0; local 8000)"),
+    ] = None,
+    relay_session_s: Annotated[
+        float, typer.Option(help="Relay: seconds of speech per session before 'end'")
+    ] = 60.0,
     out: Annotated[
         Path | None, typer.Option(help="Run directory; default runs/loadtest-<time>")
     ] = None,
 ) -> None:
-    """Locust users stream real-time speech over ConvAI; percentiles, errors, server load."""
-    from sagelab.loadtest.runner import LoadtestOptions, print_table, run_loadtest
+    """Locust users stream real-time speech (ConvAI or relay); percentiles, stutter, errors,
+    server load, plots; exits 1 when the budget is broken. With --step: a capacity search."""
+    import os
+    from dataclasses import replace
 
-    result = run_loadtest(
-        LoadtestOptions(
-            users=users,
-            spawn_rate=spawn_rate,
-            run_time=run_time,
-            target=target,
-            agent=agent,
-            max_error_rate=max_error_rate,
-            max_p95_first_audio_ms=max_p95_first_audio_ms,
-            out_dir=out,
-            data_dir=data_dir(),
-        )
+    from sagelab.loadtest.runner import (
+        BACKEND_AGENTS,
+        LoadtestOptions,
+        default_budget,
+        parse_duration,
+        run_loadtest,
     )
+    from sagelab.loadtest.steps import StepPlan
+    from sagelab.loadtest.summary import print_table
+
+    def fail(message: str) -> typer.Exit:
+        console.print(f"[red]loadtest:[/] {message}", highlight=False)
+        return typer.Exit(2)
+
+    if backend is not None and backend not in BACKEND_AGENTS:
+        raise fail(f"unknown --backend {backend!r}; use one of {', '.join(BACKEND_AGENTS)}")
+    agent_id = agent or BACKEND_AGENTS[backend or "scripted"]
+    kind = backend
+    if kind is None and target is None:
+        from sagelab.config import ConfigError, load_config
+
+        try:
+            spec = load_config(config).agent(agent_id)
+        except ConfigError as exc:
+            raise fail(str(exc)) from exc
+        if spec is None:
+            raise fail(f"agent {agent_id!r} is not in the agents file; pass --agent or --config")
+        kind = "local" if spec.backend == "local" else "scripted"
+    kind = kind or "scripted"
+    budget = replace(default_budget(kind), max_error_rate=max_error_rate,
+                     max_stutter_share=max_stutter_share)  # fmt: skip
+    if max_p95_first_audio_ms is not None:
+        budget = replace(budget, max_p95_first_audio_ms=max_p95_first_audio_ms)
+    if max_p95_voice_to_voice_ms is not None:
+        budget = replace(budget, max_p95_voice_to_voice_ms=max_p95_voice_to_voice_ms)
+    try:
+        plan = None
+        if step:
+            plan = StepPlan(
+                step_users=step_users or (1 if kind == "local" else 10),
+                step_time_s=parse_duration(step_time or ("60s" if kind == "local" else "30s")),
+                max_users=max_users or users,
+                spawn_rate=spawn_rate,
+            )
+        opts = LoadtestOptions(
+            users=users, spawn_rate=spawn_rate, run_time=run_time, target=target,
+            agent=agent_id, backend=kind, protocol=protocol,  # type: ignore[arg-type]
+            signed_url=signed_url, api_key=os.environ.get("ELEVENLABS_API_KEY"),
+            processes=processes, config=config, budget=budget, speech=speech, gap_ms=gap_ms,
+            lead_ms=lead_ms, relay_session_s=relay_session_s, step=plan, out_dir=out,
+            data_dir=data_dir(),
+        )  # fmt: skip
+        opts.check()
+        if plan is None:
+            parse_duration(run_time)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    with Progress(
+        TextColumn("[bold]loadtest[/] {task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=as_json,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("starting the server", total=1.0)
+
+        def progress(elapsed: float, total: float, note: str) -> None:
+            bar.update(task, completed=elapsed, total=total, description=note or "running")
+
+        try:
+            result = run_loadtest(opts, progress)
+        except (FileNotFoundError, ValueError) as exc:
+            raise fail(str(exc)) from exc
     if as_json:
         print(json.dumps(result.summary))
     else:
@@ -402,6 +663,147 @@ def tools_pull(
         out.write_text(text, encoding="utf-8")
         console.print(f"{len(actions)} actions written to {out}")
     console.print(f"[bold]prompt[/bold]: {prompt}")
+
+
+@app.command()
+def soak(
+    sessions: Annotated[int, typer.Option(help="Concurrent sessions held all along")] = 10,
+    minutes: Annotated[float, typer.Option(help="Length of the run")] = 10.0,
+    conversation_s: Annotated[
+        float, typer.Option(help="Each session ends its conversation and opens a new one after")
+    ] = 120.0,
+    speech: Annotated[Path | None, typer.Option(help="WAV the sessions speak")] = None,
+    max_rss_growth_mb: Annotated[
+        float, typer.Option(help="Fail when server RSS grows by this much or more")
+    ] = 20.0,
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory; default runs/soak-<time>")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object last")] = False,
+) -> None:
+    """Hold N real-time voice sessions for M minutes; memory, descriptors, nothing lost."""
+    from sagelab.bench.soak import SoakOptions, run_soak
+
+    opts = SoakOptions(
+        sessions=sessions,
+        minutes=minutes,
+        conversation_s=conversation_s,
+        speech_path=speech or data_dir() / "speech" / "goforward.wav",
+        max_rss_growth_mb=max_rss_growth_mb,
+        out_dir=out,
+    )
+    try:
+        opts.check()
+    except (ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    progress = Progress(
+        TextColumn("[bold]soak[/]"),
+        BarColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=as_json,
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task("starting the server", total=minutes * 60)
+
+        def on_sample(sample, run) -> None:  # type: ignore[no-untyped-def]
+            progress.update(
+                task,
+                completed=min(sample.t_s, minutes * 60),
+                description=(
+                    f"{sample.active_sessions} sessions, {len(run.conversations)} conversations "
+                    f"done, RSS {sample.rss_mb:.1f} MB, {sample.fds} fds"
+                ),
+            )
+
+        summary = run_soak(opts, on_sample)
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        _print_soak(summary)
+    if not summary["bar"]["passed"]:
+        raise typer.Exit(1)
+
+
+def _print_soak(s: dict) -> None:
+    from rich.markup import escape
+
+    rss, fds, store = s["rss_mb"], s["fds"], s["store"]
+    table = Table(title=f"soak: {s['sessions']} sessions × {s['minutes']:g} min")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for label, value in (
+        ("conversations (ok / all)", f"{s['conversations_ok']} / {s['conversations']}"),
+        ("dropped or refused", s["dropped_or_refused"]),
+        ("agent replies", s["replies"]),
+        ("sessions held (max)", s["sessions_held_max"]),
+        (
+            "RSS idle → all up → end (max), MB",
+            f"{rss['idle']} → {rss['all_up']} → {rss['end']} ({rss['max']})",
+        ),
+        ("RSS growth, MB", rss["growth"]),
+        ("RSS trend, MB per session-hour", rss["trend_mb_per_session_hour"]),
+        (
+            "fds idle → all up → end → after",
+            f"{fds['idle']} → {fds['all_up']} → {fds['end']} → {fds['after']}",
+        ),
+        ("registry empty afterwards", s["registry_empty_after"]),
+        (
+            "stored / lost / left open",
+            f"{store['conversations']} / {store['lost']} / {store['open']}",
+        ),
+    ):
+        table.add_row(label, str(value))
+    console.print(table)
+    verdict = (
+        "[green]passed[/]"
+        if s["bar"]["passed"]
+        else "[red]broken:[/] " + "; ".join(s["bar"]["broken"])
+    )
+    console.print(f"bar: {verdict}   (run directory {escape(s['out_dir'])})")
+
+
+keys_app = typer.Typer(help="API keys for the server's configuration.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("hash")
+def keys_hash(
+    key: Annotated[
+        str | None, typer.Argument(help="The key; default: read it from stdin (no shell history)")
+    ] = None,
+) -> None:
+    """Print the ``sha256:<hex>`` form of an API key, for ``api_keys`` in the agents file."""
+    import sys
+
+    from sagelab.server.auth import hash_key
+
+    if key is None:
+        key = typer.prompt("API key", hide_input=True) if sys.stdin.isatty() else sys.stdin.read()
+    key = key.strip()
+    if not key:
+        console.print("[red]empty key:[/] pass the key as an argument or on stdin")
+        raise typer.Exit(2)
+    print(hash_key(key))
+
+
+@keys_app.command("new")
+def keys_new(
+    name: Annotated[str | None, typer.Option(help="A label for the key in the config")] = None,
+) -> None:
+    """Make a random API key; print it once, and the config entry that stores only its hash."""
+    import secrets
+
+    from sagelab.server.auth import hash_key
+
+    key = f"sk_sage_{secrets.token_urlsafe(32)}"
+    entry = f"  - {{key: {hash_key(key)}" + (f", name: {name}}}" if name else "}")
+    # Plain print: rich would wrap the key at the terminal width and break copy-paste.
+    print(f"key (shown once, give it to the client): {key}")
+    print(f"agents file:\napi_keys:\n{entry}")
 
 
 if __name__ == "__main__":
