@@ -130,6 +130,11 @@ class ServerConfig(BaseModel):
     close_timeout_s: float = Field(default=5.0, gt=0)
     signing_secret: str | None = None
     signed_url_ttl_s: float = Field(default=900.0, gt=0)
+    resume_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long a conversation whose client vanished stays resumable; 0: never",
+    )
     store_path: str = "runs/sagelab.sqlite3"
     store_audio: bool = False
     audio_dir: str = "runs/audio"
@@ -171,6 +176,7 @@ _ENV_FIELDS = {
     "SAGELAB_MAX_DURATION_S": "max_duration_s",
     "SAGELAB_STORE_PATH": "store_path",
     "SAGELAB_SIGNING_SECRET": "signing_secret",
+    "SAGELAB_RESUME_GRACE_S": "resume_grace_s",
     "SAGELAB_TLS_CERTFILE": "tls_certfile",
     "SAGELAB_TLS_KEYFILE": "tls_keyfile",
 }

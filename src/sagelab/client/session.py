@@ -16,6 +16,8 @@ import asyncio
 import contextlib
 import inspect
 import json
+import socket
+import struct
 import time
 import urllib.error
 import urllib.parse
@@ -27,7 +29,7 @@ from typing import Any
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from sagelab.audio import (
     AudioFormat,
@@ -41,6 +43,13 @@ from sagelab.audio import (
 )
 from sagelab.audio.activity import speech_bounds
 from sagelab.client.netem import LinkDown, NetworkConditions, NetworkLink
+from sagelab.client.reconnect import (
+    RECONNECT_CLOSE_CODES,
+    RESUME_REFUSED,
+    ReconnectPolicy,
+    resume_query,
+    with_query,
+)
 from sagelab.client.timeline import Timeline
 from sagelab.protocol import ProtocolError
 from sagelab.protocol import convai as wire
@@ -53,6 +62,14 @@ ELEVENLABS_BASE_URL = "https://api.elevenlabs.io"
 
 class SessionError(RuntimeError):
     """The session could not start or ended with an error; the message says why."""
+
+
+class _Refused(Exception):
+    """The server refused a resume token (close 4002): resuming is over, retrying is not."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
 
 
 @dataclass(frozen=True)
@@ -105,6 +122,8 @@ class Session:
         open_timeout: float = 10.0,
         listener: Callable[[wire.ServerMessage], None] | None = None,
         network: NetworkConditions | str | None = None,
+        reconnect: ReconnectPolicy | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.url = url
         self.listener = listener
@@ -140,6 +159,20 @@ class Session:
         self.protocol = "relay" if path.rstrip("/").endswith("/voice-conversation") else "convai"
         self._webm: WebmOpusStreamEncoder | None = None
         self._relay_turns = 0
+        # Reconnection (see ReconnectPolicy). Off unless asked for: then the URL asks a sagelab
+        # server for a resume token, which never enters the timeline (it is a credential).
+        self.reconnect = reconnect
+        self.headers = dict(headers or {})
+        if reconnect is not None:
+            self.url = self._ask_for_resume(url)
+        self.failure: str | None = None  # why reconnecting gave up, when it did
+        self._resume_token: str | None = None
+        self._fresh_url: Callable[[], Awaitable[str]] | None = None  # a new conversation's URL
+        self._started = False
+        self._closing = False
+        self._reconnecting = False
+        self._stop_reconnecting = asyncio.Event()
+        self._socket_changed = asyncio.Event()
 
     # -- construction ------------------------------------------------------------------------
 
@@ -164,6 +197,7 @@ class Session:
         stages: bool = False,
         listener: Callable[[wire.ServerMessage], None] | None = None,
         network: NetworkConditions | str | None = None,
+        reconnect: ReconnectPolicy | None = None,
     ) -> _SessionContext:
         """Connect to ``base_url`` (http(s) like the SDK's ``base_url``, or a ws(s) URL).
 
@@ -176,6 +210,8 @@ class Session:
         ``network`` (``NetworkConditions`` or a preset name such as ``"3g"``) simulates
         latency, jitter, loss and a bandwidth cap on this session's traffic, both ways
         (``sagelab.client.netem``).
+        ``reconnect`` (a ``ReconnectPolicy``) makes the session survive a dropped connection:
+        it resumes the same conversation on a sagelab server, with backoff (off by default).
         """
         network = NetworkConditions.resolve(network)  # bad conditions fail here, not later
         override: dict[str, Any] = {}
@@ -218,6 +254,7 @@ class Session:
                 record_audio=record_audio,
                 listener=listener,
                 network=network,
+                reconnect=reconnect,
             ),
         )
 
@@ -228,15 +265,26 @@ class Session:
         conversation_detail_id: str,
         *,
         agent_id: str | None = None,
+        api_key: str | None = None,
+        requires_auth: bool = False,
         chunk_ms: int = 100,
         record_audio: bool = True,
         network: NetworkConditions | str | None = None,
+        reconnect: ReconnectPolicy | None = None,
     ) -> _SessionContext:
         """Connect with the web app's relay protocol (``/voice-conversation``).
 
         Audio goes out as one WebM/Opus stream like a browser's ``MediaRecorder``.
-        ``network`` is ``connect``'s.
+        ``network`` and ``reconnect`` are ``connect``'s. With ``requires_auth`` the session
+        asks ``get-signed-url`` for ``agent_id`` with ``api_key`` and presents its
+        ``conversation_signature``, as a browser would be handed it; otherwise an ``api_key``
+        goes in an ``xi-api-key`` header (clients that are not browsers).
         """
+        if requires_auth and not agent_id:
+            raise ValueError(
+                "connect_relay(requires_auth=True) needs agent_id: signed URLs are issued per "
+                "agent (the server's relay_agent, unless you name another)"
+            )
         network = NetworkConditions.resolve(network)
         split = urllib.parse.urlsplit(base_url)
         scheme = {"https": "wss", "http": "ws"}.get(split.scheme, split.scheme)
@@ -254,28 +302,41 @@ class Session:
         )
 
         async def resolve_url() -> str:
-            return url
+            if not requires_auth:
+                return url
+            assert agent_id is not None
+            signed = await asyncio.to_thread(fetch_signed_url, base_url, agent_id, api_key)
+            params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(signed).query))
+            signature = params.get("conversation_signature")
+            if not signature:
+                raise SessionError("get-signed-url answered without a conversation_signature")
+            return with_query(url, {"conversation_signature": signature})
 
+        headers = {"xi-api-key": api_key} if api_key and not requires_auth else None
         return _SessionContext(
             resolve_url,
-            lambda u: cls(u, chunk_ms=chunk_ms, record_audio=record_audio, network=network),
+            lambda u: cls(
+                u,
+                chunk_ms=chunk_ms,
+                record_audio=record_audio,
+                network=network,
+                reconnect=reconnect,
+                headers=headers,
+            ),
         )
 
     async def start(self) -> None:
         """Open the socket, send the initiation message and wait for the session metadata."""
         self.timeline.add("local", "connecting")  # the start point of session set-up time
         try:
-            self._ws = await connect(
-                self.url, open_timeout=self.open_timeout, max_size=16 * 2**20, compression=None
-            )
+            ws = await self._dial(self.url)
         except (OSError, TimeoutError) as exc:
             raise SessionError(f"cannot connect to {_redact(self.url)}: {exc}") from exc
         self.timeline.add("local", "connected")
+        reading = self._attach(ws)
         if self.network is not None:
-            # From here on every frame, both ways, crosses the simulated network.
-            self._link = NetworkLink(self._ws, self.network, self._on_frame)
             self.timeline.add("local", "network", **self.network.model_dump())
-        self._reader = asyncio.create_task(self._read_loop(), name="sagelab-session-reader")
+        self._reader = asyncio.create_task(self._supervise(reading), name="sagelab-session-reader")
         if self.protocol == "convai":
             await self._send_json(self.init, "conversation_initiation_client_data")
         waiter = asyncio.create_task(self._metadata.wait())
@@ -292,6 +353,34 @@ class Session:
                 f"session did not start: {error or 'no conversation_initiation_metadata'}"
                 + (f" (close code {self.close_code})" if self.close_code else "")
             )
+        self._started = True
+
+    async def _dial(self, url: str) -> ClientConnection:
+        return await connect(
+            url,
+            open_timeout=self.open_timeout,
+            max_size=16 * 2**20,
+            compression=None,
+            additional_headers=self.headers or None,
+        )
+
+    def _attach(self, ws: ClientConnection) -> asyncio.Task[None]:
+        """Make ``ws`` the session's socket and start reading it."""
+        self._ws = ws
+        # From here on every frame, both ways, crosses the simulated network.
+        link = NetworkLink(ws, self.network, self._on_frame) if self.network is not None else None
+        self._link = link
+        self._notify()
+        return asyncio.create_task(self._read_socket(ws, self._link), name="sagelab-socket")
+
+    def _notify(self) -> None:
+        """Wake senders waiting for the socket to change (reconnected, or closed for good)."""
+        self._socket_changed.set()
+        self._socket_changed = asyncio.Event()
+
+    def _ask_for_resume(self, url: str) -> str:
+        ask, _ = resume_query(self.protocol)
+        return with_query(url, {ask: "1"})
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -364,12 +453,20 @@ class Session:
         else:
             payload = encode_pcm16(pcm, self.input_format)
             frame = wire.encode_client(wire.UserAudioChunk(audio=payload))
-        async with self._send_lock:
+        sent_ns: int | None = None
+        if not self._reconnecting:
+            async with self._send_lock:
+                if frame is None:  # the encoder is still filling its first timeslice
+                    sent_ns = time.monotonic_ns()
+                else:
+                    sent_ns = await self._raw_send(frame, droppable=True)
+        if sent_ns is None:
+            # A microphone keeps talking while the connection is down; that audio is lost.
             t_ns = time.monotonic_ns()
-            if frame is not None:
-                await self._raw_send(frame)
-        self.timeline.add_audio("send", pcm, t_ns=t_ns)
-        return t_ns
+            self.timeline.add("local", "audio_dropped", t_ns=t_ns, samples=int(pcm.size))
+            return t_ns
+        self.timeline.add_audio("send", pcm, t_ns=sent_ns)
+        return sent_ns
 
     async def send_text(self, text: str) -> None:
         """A typed user turn (``user_message``; relay: ``text``)."""
@@ -419,6 +516,23 @@ class Session:
         if self.protocol == "relay":
             raise SessionError(f"{what} is a ConvAI message; the relay protocol has no such thing")
 
+    async def drop_connection(self) -> None:
+        """Reset the TCP connection now, with no close frame, as a failing network would.
+
+        For testing what a server and this session's ``reconnect`` policy make of it; the
+        connection is gone (both ends know) when this returns.
+        """
+        ws = self._ws
+        if ws is None or ws.transport is None:
+            raise SessionError("session is not connected")
+        sock = ws.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):  # linger 0: close() sends RST, not FIN
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.timeline.add("local", "connection_dropped")
+        ws.transport.abort()
+        await ws.wait_closed()
+
     async def send_raw(self, frame: str | bytes) -> None:
         """Send a frame as is: for testing how a server handles bad input."""
         await self._raw_send(frame)
@@ -427,50 +541,233 @@ class Session:
     async def _send_json(self, message: dict[str, Any], kind: str, **data: Any) -> None:
         frame = json.dumps(message)
         async with self._send_lock:
-            t_ns = time.monotonic_ns()
-            await self._raw_send(frame)
+            t_ns = await self._raw_send(frame)
         self.timeline.add("send", kind, t_ns=t_ns, **data)
 
-    async def _raw_send(self, frame: str | bytes) -> None:
-        if self._ws is None:
-            raise SessionError("session is not connected")
-        try:
-            if self._link is not None:
-                await self._link.send(frame)  # reaches ws.send when the network delivers it
-            else:
-                await self._ws.send(frame)
-        except (ConnectionClosed, LinkDown) as exc:
-            raise SessionError(f"session closed: {exc}") from exc
+    async def _raw_send(self, frame: str | bytes, *, droppable: bool = False) -> int | None:
+        """Send on the current socket; returns when it was handed to the socket (monotonic ns).
+
+        While a reconnect is under way a ``droppable`` frame (audio, pongs) is dropped (None);
+        any other waits for the new socket, or raises ``SessionError`` if the session ends.
+        """
+        while True:
+            ws, link = self._ws, self._link
+            if ws is None:
+                raise SessionError("session is not connected")
+            if self._reconnecting:
+                if droppable:
+                    return None
+                await self._await_socket(ws)
+                continue
+            try:
+                t_ns = time.monotonic_ns()
+                if link is not None:
+                    await link.send(frame)  # reaches ws.send when the network delivers it
+                else:
+                    await ws.send(frame)
+                return t_ns
+            except (ConnectionClosed, LinkDown) as exc:
+                if not self._may_reconnect():
+                    raise SessionError(f"session closed: {exc}") from exc
+                if droppable:
+                    return None
+                await self._await_socket(ws)
+
+    def _may_reconnect(self) -> bool:
+        return (
+            self.reconnect is not None
+            and self._started
+            and not self._closing
+            and not self._closed.is_set()
+        )
+
+    async def _await_socket(self, old: ClientConnection) -> None:
+        """Until a socket other than ``old`` is up; ``SessionError`` if the session ends."""
+        while True:
+            if self._closed.is_set():
+                raise SessionError(
+                    f"session closed (code {self.close_code}: {self.close_reason or ''})"
+                )
+            if self._ws is not old and not self._reconnecting:
+                return
+            await self._socket_changed.wait()
 
     # -- receiving -------------------------------------------------------------------------
 
-    async def _read_loop(self) -> None:
-        assert self._ws is not None
+    async def _read_socket(self, ws: ClientConnection, link: NetworkLink | None) -> None:
+        """Every frame of one socket, until it closes (what the network still holds too)."""
         try:
-            async for frame in self._ws:
-                if self._link is not None:
+            async for frame in ws:
+                if link is not None:
                     # Handled (and timestamped) when the simulated network delivers it.
-                    await self._link.receive(frame)
+                    await link.receive(frame)
                 else:
                     await self._on_frame(frame, time.monotonic_ns())
         except ConnectionClosed:
             pass
         finally:
-            try:
-                if self._link is not None:
-                    await self._link.close_received(timeout=10)  # frames on the wire first
-            finally:
-                if self._link is not None:
-                    self._link.stop()
+            if link is not None:
+                try:
+                    await link.close_received(timeout=10)  # frames on the wire first
+                finally:
+                    link.stop()
+
+    async def _supervise(self, reading: asyncio.Task[None]) -> None:
+        """The session's life: read its socket, reconnect when the policy says so, then end."""
+        current: asyncio.Task[None] | None = reading
+        try:
+            while current is not None:
+                await current
                 ws = self._ws
-                self.close_code = ws.close_code if ws is not None else None
-                self.close_reason = ws.close_reason if ws is not None else None
-                self.timeline.add(
-                    "local", "closed", code=self.close_code, reason=self.close_reason or ""
+                if ws is None or not self._wants_reconnect(ws):
+                    break
+                current = await self._reconnect(ws)
+        finally:
+            if current is not None and not current.done():
+                current.cancel()
+            self._finish()
+
+    def _finish(self) -> None:
+        ws = self._ws
+        if self.failure is None:
+            self.close_code = ws.close_code if ws is not None else None
+            self.close_reason = ws.close_reason if ws is not None else None
+        self._reconnecting = False
+        self.timeline.add("local", "closed", code=self.close_code, reason=self.close_reason or "")
+        self._closed.set()
+        self._notify()
+        for q in self._subscribers:
+            q.put_nowait(None)
+
+    def _wants_reconnect(self, ws: ClientConnection) -> bool:
+        return self._may_reconnect() and ws.close_code in RECONNECT_CLOSE_CODES
+
+    async def _reconnect(self, old: ClientConnection) -> asyncio.Task[None] | None:
+        """Get back to the conversation (or a new one, if the policy allows) with backoff.
+
+        Returns the new socket's reading task, or None when the session is over: given up
+        (``failure`` says why; ``wait_for`` callers get it in their ``SessionError``), or
+        closed by the caller meanwhile.
+        """
+        policy = self.reconnect
+        assert policy is not None
+        self._reconnecting = True
+        code = int(old.close_code) if old.close_code is not None else None
+        reason = old.close_reason or ""
+        # What was in flight is lost with the socket and the server stops that turn, as for a
+        # barge-in: a player would have dropped it, and nothing of it will be replayed.
+        self._playout_end_ns = min(self._playout_end_ns, time.monotonic_ns())
+        self.last_interrupt_id = max(self.last_interrupt_id, self._audio_turn, self._response_turn)
+        previous = self.conversation_id
+        self.timeline.add(
+            "local",
+            "disconnected",
+            code=code,
+            reason=reason,
+            conversation_id=previous,
+            resumable=self._resume_token is not None,
+        )
+        last_error = reason or f"close code {code}"
+        for attempt, delay in enumerate(policy.delays(), start=1):
+            token = self._resume_token
+            if token is None and not policy.new_conversation:
+                return self._give_up(
+                    code,
+                    f"the connection to conversation {previous} dropped ({last_error}) and the "
+                    "server gave no resume token (not a sagelab server, or resume_grace_s is 0); "
+                    "ReconnectPolicy(new_conversation=True) would start a new conversation",
                 )
-                self._closed.set()
-                for q in self._subscribers:
-                    q.put_nowait(None)
+            self.timeline.add(
+                "local", "reconnecting", attempt=attempt, delay_s=delay, resume=token is not None
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_reconnecting.wait(), delay)
+            if self._stop_reconnecting.is_set():
+                return None
+            try:
+                reading = await self._try_connect(await self._reconnect_url(token))
+            except _Refused as exc:
+                self._resume_token = None
+                last_error = exc.reason
+                self.timeline.add(
+                    "local", "resume_refused", attempt=attempt, code=exc.code, reason=exc.reason
+                )
+                if not policy.new_conversation:
+                    return self._give_up(
+                        exc.code,
+                        f"the server refused to resume conversation {previous}: {exc.reason}",
+                    )
+                continue
+            except (SessionError, OSError, TimeoutError, InvalidHandshake) as exc:
+                last_error = str(exc) or type(exc).__name__
+                self.timeline.add("local", "reconnect_failed", attempt=attempt, error=last_error)
+                continue
+            resumed = self.conversation_id == previous
+            if not resumed:
+                # A new conversation numbers its events from the start again.
+                self.last_interrupt_id = self._audio_turn = self._response_turn = 0
+            self._reconnecting = False
+            self._notify()
+            self.timeline.add(
+                "local",
+                "resumed" if resumed else "reconnected_new",
+                attempt=attempt,
+                conversation_id=self.conversation_id,
+                previous_conversation_id=previous,
+            )
+            return reading
+        return self._give_up(
+            code, f"could not reconnect in {policy.max_attempts} attempts; last: {last_error}"
+        )
+
+    def _give_up(self, code: int | None, message: str) -> None:
+        self.failure = message
+        self.close_code, self.close_reason = code, message
+        self.timeline.add("local", "reconnect_gave_up", code=code, reason=message)
+        return None
+
+    async def _reconnect_url(self, token: str | None) -> str:
+        """The resume URL (the token is the credential, so a spent signature is left out),
+        else a new conversation's: a fresh signed URL when the session was made with one."""
+        if token is not None:
+            _, present = resume_query(self.protocol)
+            return with_query(self.url, {present: token}, drop=("conversation_signature", "token"))
+        if self._fresh_url is not None:
+            return self._ask_for_resume(await self._fresh_url())
+        return self.url
+
+    async def _try_connect(self, url: str) -> asyncio.Task[None]:
+        """One attempt: a socket that got as far as the session metadata, or an exception."""
+        self._metadata = asyncio.Event()
+        mark = self.mark()
+        ws = await self._dial(url)
+        self._webm = None  # each socket carries its own WebM stream, header first
+        reading = self._attach(ws)
+        if self.protocol == "convai":
+            # Straight onto the new socket: every other sender waits until it is up.
+            t_ns = time.monotonic_ns()
+            with contextlib.suppress(ConnectionClosed, LinkDown):
+                frame = json.dumps(self.init)
+                await (self._link.send(frame) if self._link is not None else ws.send(frame))
+                self.timeline.add("send", "conversation_initiation_client_data", t_ns=t_ns)
+        metadata = asyncio.create_task(self._metadata.wait())
+        await asyncio.wait(
+            {metadata, reading}, timeout=self.open_timeout, return_when="FIRST_COMPLETED"
+        )
+        metadata.cancel()
+        if self._metadata.is_set():
+            return reading
+        with contextlib.suppress(Exception):
+            await ws.close()
+        await asyncio.wait({reading}, timeout=5)
+        errors = [e for e in self.timeline.events[mark:] if e.type == "error"]
+        said = errors[-1].data.get("message") if errors else None
+        if ws.close_code == RESUME_REFUSED:
+            raise _Refused(ws.close_code, said or ws.close_reason or "resume refused")
+        raise SessionError(
+            f"no session metadata ({said or ws.close_reason or 'timed out'}; "
+            f"close code {ws.close_code})"
+        )
 
     async def _on_frame(self, frame: str | bytes, t_ns: int) -> None:
         try:
@@ -488,7 +785,8 @@ class Session:
             case wire.Ping():
                 # Answer first, record after: the pong's timing is what the server measures.
                 with contextlib.suppress(SessionError):
-                    await self._raw_send(json.dumps({"type": "pong", "event_id": msg.event_id}))
+                    pong = json.dumps({"type": "pong", "event_id": msg.event_id})
+                    await self._raw_send(pong, droppable=True)
                 self.timeline.add(
                     "recv", "ping", event_id=msg.event_id, t_ns=t_ns, ping_ms=msg.ping_ms
                 )
@@ -505,6 +803,12 @@ class Session:
                 self.timeline.add_audio("recv", pcm, t_ns=t_ns, event_id=msg.event_id, stale=stale)
             case wire.ConversationInitiationMetadata():
                 self.conversation_id = msg.conversation_id
+                resumable: dict[str, Any] = {}
+                if msg.sagelab_resume_token is not None:
+                    # A credential: kept for a reconnect; the timeline only says how long the
+                    # server holds the conversation.
+                    self._resume_token = msg.sagelab_resume_token
+                    resumable["resume_grace_s"] = msg.sagelab_resume_grace_s
                 self.input_format = AudioFormat.parse(msg.user_input_audio_format or "pcm_16000")
                 self.output_format = AudioFormat.parse(msg.agent_output_audio_format)
                 self.timeline.add(
@@ -514,6 +818,7 @@ class Session:
                     conversation_id=msg.conversation_id,
                     agent_output_audio_format=msg.agent_output_audio_format,
                     user_input_audio_format=msg.user_input_audio_format,
+                    **resumable,
                 )
                 self._metadata.set()
             case wire.Interruption():
@@ -574,6 +879,8 @@ class Session:
         match msg:
             case relay_wire.Ready():
                 self.conversation_id = msg.session_id
+                if msg.resume_token is not None:
+                    self._resume_token = msg.resume_token  # a credential: not in the timeline
                 self.timeline.add(
                     "recv",
                     "conversation_initiation_metadata",
@@ -745,15 +1052,23 @@ class Session:
         return errors[-1].data.get("message") if errors else None
 
     async def close(self) -> None:
-        """End the conversation (close 1000, as the official SDK does)."""
+        """End the conversation (close 1000, as the official SDK does); stops reconnecting."""
+        self._closing = True
+        self._stop_reconnecting.set()
+        if self._reconnecting and self._reader is not None:
+            self._reader.cancel()  # between sockets: nothing to close politely
         if self._link is not None:
             await self._link.flush(timeout=5)  # the close frame follows what is on its way
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await self._ws.close(1000, "User ended conversation")
         if self._reader is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._reader, timeout=5)
+            done, _ = await asyncio.wait({self._reader}, timeout=5)
+            if not done:
+                self._reader.cancel()
+                await asyncio.wait({self._reader}, timeout=1)
+            elif not self._reader.cancelled():
+                self._reader.exception()  # retrieved: a reader that failed has been reported
         for task in list(self._tool_tasks):
             task.cancel()
 
@@ -770,6 +1085,7 @@ class _SessionContext:
 
     async def _open(self) -> Session:
         session = self._make(await self._resolve_url())
+        session._fresh_url = self._resolve_url  # a new conversation, should one be needed
         await session.start()
         self._session = session
         return session
@@ -840,7 +1156,7 @@ def _summary(msg: Any) -> dict[str, Any]:
 def _redact(url: str) -> str:
     split = urllib.parse.urlsplit(url)
     query = [
-        (k, "***" if k in ("conversation_signature", "token") else v)
+        (k, "***" if k in ("conversation_signature", "token", "resume_token", "resumeToken") else v)
         for k, v in urllib.parse.parse_qsl(split.query)
     ]
     return urllib.parse.urlunsplit(split._replace(query=urllib.parse.urlencode(query)))

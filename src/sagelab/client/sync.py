@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from sagelab.client.netem import NetworkConditions
+from sagelab.client.reconnect import ReconnectPolicy
 from sagelab.client.session import (
     ELEVENLABS_BASE_URL,
     AudioInput,
@@ -150,6 +151,7 @@ class SyncSession:
         stages: bool = False,
         listener: Callable[[Any], None] | None = None,
         network: NetworkConditions | str | None = None,
+        reconnect: ReconnectPolicy | None = None,
     ) -> SyncSession:
         """Connect and wait for the session metadata; the arguments are ``Session.connect``'s.
 
@@ -159,6 +161,10 @@ class SyncSession:
         Tool handlers run on the session's loop thread (sync ones in its worker threads), not
         in the caller's thread, because the caller may be blocked in ``wait_for`` when the
         agent calls a tool.
+
+        With ``reconnect``, a dropped connection is resumed on the loop thread while the
+        caller waits; a blocking call that needs the socket waits for it (audio sent meanwhile
+        is dropped, as a live microphone's would be), and gets ``SessionError`` if it cannot.
         """
         runner = _LoopThread()
 
@@ -181,6 +187,7 @@ class SyncSession:
                 stages=stages,
                 listener=listener,
                 network=network,
+                reconnect=reconnect,
             )
             return session
 
@@ -253,6 +260,10 @@ class SyncSession:
         network's and the server's, the same as the async client reports.
         """
         return self._runner.run(lambda: self._session.measure_rtt(timeout))
+
+    def drop_connection(self) -> None:
+        """Reset the TCP connection (no close frame), to test reconnection; see ``Session``."""
+        self._runner.run(self._session.drop_connection)
 
     def close(self) -> None:
         """End the conversation (close 1000) and stop the loop thread; safe to call twice."""

@@ -389,6 +389,11 @@ class ConversationInitiationMetadata(_ServerMessage):
     conversation_id: str
     agent_output_audio_format: AudioFormatName = "pcm_16000"
     user_input_audio_format: AudioFormatName = "pcm_16000"
+    # sagelab's resume extension (server/resume.py), only for clients that asked with
+    # ?sagelab_resume=1; SDKs ignore unknown fields. In the metadata, not a later event, so a
+    # connection that drops right after it still leaves the client a token.
+    sagelab_resume_token: str | None = None
+    sagelab_resume_grace_s: float | None = None
 
 
 class Ping(_ServerMessage):

@@ -115,6 +115,11 @@ ClientMessage: TypeAlias = RelayAudio | RelayText | RelayInterrupt | RelayEnd
 class Ready(_Model):
     type: ClassVar[Literal["ready"]] = "ready"
     session_id: str = Field(validation_alias="sessionId", serialization_alias="sessionId")
+    # sagelab's resume extension: present on reconnect as ?resumeToken= (server/resume.py).
+    # Only sent to clients that asked with ?resume=1; the app's browser ignores it.
+    resume_token: str | None = Field(
+        default=None, validation_alias="resumeToken", serialization_alias="resumeToken"
+    )
 
 
 class AudioChunk(_Model):
@@ -283,5 +288,5 @@ def encode_server(msg: ServerMessage, timestamp: int | None = None) -> str:
     elif isinstance(msg, UnknownRelayEvent):
         data = msg.data
     else:
-        data = msg.model_dump(mode="json", by_alias=True)
+        data = msg.model_dump(mode="json", by_alias=True, exclude_none=True)
     return _dumps({"type": msg.type, "data": data, "timestamp": timestamp})

@@ -26,6 +26,7 @@ from sagelab.server.auth import ApiKeyStore, SignedUrlSigner
 from sagelab.server.conversation import Conversation
 from sagelab.server.metrics import ServerMetrics
 from sagelab.server.registry import SessionRegistry
+from sagelab.server.resume import SessionKeeper
 from sagelab.server.store import ConversationStore, end_orphans
 from sagelab.server.transport import Transport
 
@@ -39,6 +40,7 @@ class SagelabServer:
         self.config = config
         self.metrics = ServerMetrics()
         self.registry = SessionRegistry(config.max_sessions, config.max_sessions_per_key)
+        self.sessions = SessionKeeper(self)  # live conversations across connections (resume)
         secret = config.signing_secret or secrets.token_hex(32)
         self.signer = SignedUrlSigner(secret.encode(), ttl_s=config.signed_url_ttl_s)
         self.api_keys = ApiKeyStore(config.api_keys)
@@ -132,7 +134,7 @@ class SagelabServer:
         return conv, create_agent(conv, self.config.base_dir)
 
     async def stop(self) -> None:
-        """Graceful: stop accepting, end sessions with 1001, flush the store."""
+        """Graceful: stop accepting, end sessions (held ones too) with 1001, flush the store."""
         if self._server is None:
             return
         self.registry.accepting = False

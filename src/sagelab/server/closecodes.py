@@ -1,7 +1,8 @@
 """Close codes the bundled server uses, and when. Documented in the README's server section.
 
 They follow the ElevenLabs contract (1000/1002/1008/1011) and RFC 6455 where the contract is
-silent (1001 going away, 1009 too big, 1013 try again later); the relay keeps its own 4000/4001.
+silent (1001 going away, 1009 too big, 1013 try again later); the relay keeps its own 4000/4001,
+and 4002 refuses a resume (``resume.py``).
 Before any error close, a ConvAI session gets an ``error`` event saying what went wrong.
 """
 
@@ -17,3 +18,6 @@ TRY_AGAIN_LATER = 1013  # over capacity (max_sessions, or the API key's own limi
 
 RELAY_MISSING_DETAIL_ID = 4000
 RELAY_SESSION_FAILED = 4001
+# Both protocols (a sagelab extension): a resume token that is unknown, expired, already used,
+# or presented for another agent, key or conversationDetailId. Start a new conversation.
+RESUME_REFUSED = 4002

@@ -14,6 +14,7 @@ import itertools
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -30,8 +31,9 @@ from sagelab.protocol import convai as wire
 from sagelab.server import closecodes, limits
 from sagelab.server.access import AccessDenied, authenticate
 from sagelab.server.conversation import Conversation
-from sagelab.server.registry import CapacityError
-from sagelab.server.transport import Transport, close_connection, describe_disconnect
+from sagelab.server.registry import CapacityError, Reservation
+from sagelab.server.resume import LiveSession, ResumeRefused
+from sagelab.server.transport import Transport, close_connection
 
 if TYPE_CHECKING:
     from sagelab.server.app import SagelabServer
@@ -70,10 +72,15 @@ class ConvAITransport(Transport):
     async def send_metadata(
         self, conversation_id: str, input_format: str, output_format: str
     ) -> None:
+        # sagelab's resume extension (resume.py): a client that asked with ?sagelab_resume=1
+        # gets its token in the metadata's extra fields, which the official SDKs ignore, and
+        # presents it on its reconnect as ?resume_token=.
         msg = wire.ConversationInitiationMetadata(
             conversation_id=conversation_id,
             agent_output_audio_format=output_format,
             user_input_audio_format=input_format,
+            sagelab_resume_token=self.resume_token,
+            sagelab_resume_grace_s=self.resume_grace_s if self.resume_token else None,
         )
         await self._send(msg.type, wire.encode_server(msg))
 
@@ -275,14 +282,22 @@ async def handle(ws: ServerConnection, server: SagelabServer) -> None:
         )
         return
     headers = ws.request.headers if ws.request else {}
+    resume_token = query.get("resume_token", "")
     try:
-        key = authenticate(server, headers, query, agent_id, spec.requires_auth)
+        # A resume token is the credential of the conversation it resumes (resume.py); any
+        # key or signature presented with it must still be valid.
+        key = authenticate(
+            server, headers, query, agent_id, spec.requires_auth and not resume_token
+        )
     except AccessDenied as exc:
         await reject(
             ws,
             server,
             SessionSetupError(closecodes.INVALID_INPUT, "authentication_error", str(exc)),
         )
+        return
+    if resume_token:
+        await _resume(ws, server, resume_token, agent_id, key.key_id if key else None, query)
         return
     try:
         reservation = (
@@ -296,24 +311,37 @@ async def handle(ws: ServerConnection, server: SagelabServer) -> None:
         )
         return
     try:
-        await _serve_reserved(ws, server, spec)
-    finally:
+        opened = await _open(ws, server, spec, reservation, key.key_id if key else None, query)
+    except BaseException:
         reservation.release()
+        raise
+    if opened is None:
+        reservation.release()
+        return
+    live, backend = opened
+    await _run(ws, server, live, lambda: live.conv.start(backend))
 
 
-async def _serve_reserved(ws: ServerConnection, server: SagelabServer, spec: AgentSpec) -> None:
+async def _open(
+    ws: ServerConnection,
+    server: SagelabServer,
+    spec: AgentSpec,
+    reservation: Reservation,
+    key_id: str | None,
+    query: dict[str, str],
+) -> tuple[LiveSession, Any] | None:
+    """Read the initiation, start the conversation; None when the client was refused."""
     try:
         init = await _receive_initiation(ws, server)
         agent = resolve_agent(spec, init)
     except SessionSetupError as err:
         await reject(ws, server, err)
-        return
+        return None
     except ConnectionClosed:
-        return
+        return None
     conversation_id = f"conv_{uuid.uuid4().hex[:20]}"
     transport = ConvAITransport(ws, server, agent.output_format)
-    query = _query(ws.request.path if ws.request else "")
-    transport.stages_enabled = query.get("sagelab_stages", "") in ("1", "true")
+    transport.stages_enabled = _flag(query.get("sagelab_stages"))
     try:
         conv, backend = server.open_conversation(conversation_id, agent, transport)
     except Exception as exc:  # a model that fails to load, bad backend options
@@ -326,7 +354,7 @@ async def _serve_reserved(ws: ServerConnection, server: SagelabServer, spec: Age
                 closecodes.OPERATIONAL, error_type, f"agent {agent.id!r} could not start: {exc}"
             ),
         )
-        return
+        return None
     if server.store is not None:
         server.store.start_conversation(
             conversation_id,
@@ -343,24 +371,77 @@ async def _serve_reserved(ws: ServerConnection, server: SagelabServer, spec: Age
                 else None,
             },
         )
-    server.registry.add(conv)
     server.metrics.sessions.labels("convai", agent.id).inc()
-    server.metrics.active_sessions.labels("convai").inc()
+    live = server.sessions.open(
+        conv,
+        reservation,
+        protocol="convai",
+        key_id=key_id,
+        resumable=_flag(query.get("sagelab_resume")),
+        connection=ws,
+    )
+    server.sessions.issue_token(live, transport)
+    return live, backend
+
+
+async def _resume(
+    ws: ServerConnection,
+    server: SagelabServer,
+    token: str,
+    agent_id: str,
+    key_id: str | None,
+    query: dict[str, str],
+) -> None:
+    """Carry a held conversation on this connection (resume.py), or refuse with 4002."""
     try:
-        await conv.start(backend)
-        await _receive_loop(ws, server, conv)
+        live = server.sessions.claim(token, ws, protocol="convai", agent_id=agent_id, key_id=key_id)
+    except ResumeRefused as exc:
+        await reject(
+            ws, server, SessionSetupError(closecodes.RESUME_REFUSED, "resume_refused", str(exc))
+        )
+        return
+    transport = ConvAITransport(ws, server, live.conv.agent.output_format)
+    transport.stages_enabled = _flag(query.get("sagelab_stages"))
+
+    async def begin() -> None:
+        # The protocol's first message still comes first; the conversation keeps the settings
+        # it started with, so its overrides are not applied again.
+        try:
+            await _receive_initiation(ws, server)
+        except SessionSetupError as err:
+            await reject(ws, server, err)
+            await live.conv.close(err.code, err.message)
+            return
+        await server.sessions.resume(live, transport)
+
+    await _run(ws, server, live, begin)
+
+
+async def _run(
+    ws: ServerConnection,
+    server: SagelabServer,
+    live: LiveSession,
+    begin: Callable[[], Awaitable[None]],
+) -> None:
+    """One connection of a conversation: ``begin`` (start or resume), then its frames."""
+    conv = live.conv
+    try:
+        await begin()
+        if not conv.closed:
+            await _receive_loop(ws, server, conv)
     except ConnectionClosed:
         pass
     except Exception as exc:  # a bug must end this session only, never the server
-        log.exception("session %s crashed", conversation_id)
+        log.exception("session %s crashed", conv.conversation_id)
         await conv.close(
             closecodes.INTERNAL, f"internal error: {exc}", error_type="unknown_websocket_crash"
         )
     finally:
-        if not conv.closed:
-            await conv.close(*describe_disconnect(ws))
-        server.registry.remove(conv)
-        server.metrics.active_sessions.labels("convai").dec()
+        await server.sessions.connection_ended(live, ws)
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "true", "yes")
 
 
 async def _receive_loop(ws: ServerConnection, server: SagelabServer, conv: Conversation) -> None:

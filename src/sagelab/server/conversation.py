@@ -22,7 +22,7 @@ import numpy as np
 
 from sagelab.agents.base import Agent, ResolvedAgent, ToolResult
 from sagelab.server import closecodes
-from sagelab.server.transport import Transport
+from sagelab.server.transport import DetachedTransport, Transport
 
 if TYPE_CHECKING:
     from sagelab.config import ServerConfig
@@ -119,6 +119,36 @@ class Conversation:
         ]
         await backend.start()
 
+    # -- connections come and go (resume.py) ---------------------------------------------
+
+    @property
+    def detached(self) -> bool:
+        """No client connected: the conversation is held for a resume."""
+        return isinstance(self.transport, DetachedTransport)
+
+    def attach(self, transport: Transport) -> None:
+        """Carry on over ``transport``; the one before it gets nothing more."""
+        self.transport = transport
+        transport.on_stall = self._transport_stalled
+
+    async def detach(self) -> None:
+        """The client vanished: stop the agent's turn as a barge-in would, drop what is queued.
+
+        Audio that was on its way is lost with the socket and will not be replayed, so the turn
+        is over as far as the user is concerned; the store marks it interrupted.
+        """
+        self.attach(DetachedTransport(self.transport.protocol))
+        if self.backend is not None:
+            await self.run_backend(self.backend.on_interrupt())
+
+    async def reattach(self, transport: Transport) -> None:
+        """A resumed client: the same conversation id in fresh metadata, then new events only."""
+        self.attach(transport)
+        self.touch()
+        await transport.send_metadata(
+            self.conversation_id, self.agent.input_format, self.agent.output_format
+        )
+
     @property
     def closed(self) -> bool:
         return self._closed.is_set()
@@ -182,7 +212,9 @@ class Conversation:
             if now - self._t_start > self.config.max_duration_s:
                 await self.close(closecodes.NORMAL, "max_duration_exceeded")
                 return
-            if now - self._last_input > self.config.idle_timeout_s:
+            if self.detached:
+                self._last_input = now  # a held session's clock is the resume grace window
+            elif now - self._last_input > self.config.idle_timeout_s:
                 await self.close(
                     closecodes.OPERATIONAL,
                     f"no user input for {self.config.idle_timeout_s:g} s",

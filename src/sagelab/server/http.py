@@ -60,7 +60,8 @@ def route(server: SagelabServer, connection: ServerConnection, request: Request)
             {
                 "status": "ok" if server.registry.accepting else "shutting_down",
                 "version": __version__,
-                "active_sessions": server.registry.active,
+                "active_sessions": server.registry.active,  # held ones included
+                "held_sessions": server.sessions.held,  # waiting for a resume (resume.py)
                 "max_sessions": server.config.max_sessions,
                 "agents": [a.id for a in server.config.agents],
             },

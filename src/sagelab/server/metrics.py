@@ -60,6 +60,18 @@ class ServerMetrics:
         self.interruptions = Counter(
             "sagelab_interruptions", "Agent turns cut by barge-in", registry=r
         )
+        self.held_sessions = Gauge(
+            "sagelab_held_sessions",
+            "Conversations whose client vanished, held for a resume",
+            ["protocol"],
+            registry=r,
+        )
+        self.resumes = Counter(
+            "sagelab_resumes",
+            "Held conversations by outcome: resumed, refused (bad token), expired (grace over)",
+            ["protocol", "outcome"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

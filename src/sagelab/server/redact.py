@@ -16,10 +16,11 @@ from typing import Any
 REDACTED = "<redacted>"
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # Query parameters: ?conversation_signature=…&token=…&api_key=…
+    # Query parameters: ?conversation_signature=…&token=…&api_key=…&resume_token=…
     (
         re.compile(
-            r"(?i)\b(conversation_signature|signature|token|api[_-]?key|xi-api-key|secret)"
+            r"(?i)\b(conversation_signature|signature|resume_?token|token|api[_-]?key|xi-api-key"
+            r"|secret)"
             r"(=|%3D)[^&\s\"'<>]+"
         ),
         rf"\1\2{REDACTED}",

@@ -1,15 +1,15 @@
 """The relay route, ``/voice-conversation``: the web app's browser protocol on the same core.
 
 The browser sends ``MediaRecorder`` WebM/Opus chunks (one continuous stream per session,
-header in the first chunk), decoded incrementally on a thread per session; the agent's audio
-goes back as small self-contained WAV files, because the browser decodes each chunk on its own
-with ``decodeAudioData``. Malformed frames get an ``error`` event and the session goes on, as
+header in the first chunk), decoded on the event loop as each chunk arrives (a fraction of a
+millisecond; no thread per session, see ``sagelab.audio.webm``); the agent's audio goes back
+as small self-contained WAV files, because the browser decodes each chunk on its own with
+``decodeAudioData``. Malformed frames get an ``error`` event and the session goes on, as
 the app expects; only audio that cannot be decoded ends it, since the stream cannot recover.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import uuid
@@ -26,9 +26,11 @@ from sagelab.config import AgentSpec, substitute_variables
 from sagelab.protocol import ProtocolError
 from sagelab.protocol import relay as wire
 from sagelab.server import closecodes, limits
+from sagelab.server.access import AccessDenied, authenticate
 from sagelab.server.conversation import Conversation
-from sagelab.server.registry import CapacityError
-from sagelab.server.transport import Transport, close_connection, describe_disconnect
+from sagelab.server.registry import CapacityError, Reservation
+from sagelab.server.resume import LiveSession, ResumeRefused
+from sagelab.server.transport import Transport, close_connection
 
 if TYPE_CHECKING:
     from sagelab.server.app import SagelabServer
@@ -58,7 +60,7 @@ class RelayTransport(Transport):
     async def send_metadata(
         self, conversation_id: str, input_format: str, output_format: str
     ) -> None:
-        await self._send(wire.Ready(session_id=conversation_id))
+        await self._send(wire.Ready(session_id=conversation_id, resume_token=self.resume_token))
 
     async def send_ping(self, event_id: int, ping_ms: int | None) -> None:
         return  # the relay protocol has no application-level ping
@@ -108,7 +110,14 @@ class RelayTransport(Transport):
         await close_connection(self, self.ws, code, reason)
 
 
-async def _refuse(ws: ServerConnection, code: int, reason: str) -> None:
+async def _refuse(
+    ws: ServerConnection, code: int, reason: str, *, explain: str | None = None
+) -> None:
+    """Close before a session exists; ``explain`` goes first as an ``error`` event, since a
+    close reason is cut at 123 bytes."""
+    if explain is not None:
+        with contextlib.suppress(Exception):
+            await ws.send(wire.encode_server(wire.RelayError(message=explain)))
     with contextlib.suppress(Exception):
         await ws.close(code, reason[:120])
 
@@ -131,6 +140,14 @@ def _resolve(spec: AgentSpec) -> ResolvedAgent:
 
 
 async def handle(ws: ServerConnection, server: SagelabServer) -> None:
+    """Serve one relay WebSocket: refuse it (4000, 4001, 4002), resume, or start a session.
+
+    Credentials are ConvAI's (``access.authenticate``), as a browser can present them: a
+    ``conversation_signature`` from ``get-signed-url`` for the relay agent in the query, or an
+    ``xi-api-key`` header from clients that are not browsers. Refusals are session-creation
+    failures, so they close 4001 as the relay reference says; an authentication refusal sends
+    its whole message (how to get in) as an ``error`` event first.
+    """
     query = {
         k: v[0] for k, v in parse_qs(urlsplit(ws.request.path if ws.request else "").query).items()
     }
@@ -141,30 +158,80 @@ async def handle(ws: ServerConnection, server: SagelabServer) -> None:
         return
     agent_id = query.get("agent_id") or server.config.relay_agent
     spec = server.config.agent(agent_id)
-    failure: str | None = None
     if spec is None:
-        failure = f"unknown agent {agent_id!r}"
-    elif spec.requires_auth:
-        failure = f"agent {agent_id!r} requires authentication, which the relay route lacks"
-    reservation = None
-    if failure is None:
+        await _creation_failed(ws, server, "session_creation_failed", f"unknown agent {agent_id!r}")
+        return
+    resume_token = query.get("resumeToken", "")
+    headers = ws.request.headers if ws.request else {}
+    try:
+        key = authenticate(
+            server, headers, query, agent_id, spec.requires_auth and not resume_token
+        )
+    except AccessDenied as exc:
+        await _creation_failed(ws, server, "authentication_error", str(exc), explain=True)
+        return
+    key_id = key.key_id if key is not None else None
+    if resume_token:
         try:
-            reservation = server.registry.reserve()
-        except CapacityError as exc:
-            failure = exc.message
-    if failure is not None or spec is None or reservation is None:
-        server.metrics.errors.labels("session_creation_failed").inc()
-        await _refuse(ws, closecodes.RELAY_SESSION_FAILED, f"Session creation failed: {failure}")
+            live = server.sessions.claim(
+                resume_token,
+                ws,
+                protocol="relay",
+                agent_id=agent_id,
+                key_id=key_id,
+                detail_id=detail_id,
+            )
+        except ResumeRefused as exc:
+            server.metrics.errors.labels("resume_refused").inc()
+            await _refuse(ws, closecodes.RESUME_REFUSED, f"Resume failed: {exc}", explain=f"{exc}")
+            return
+        await _serve(ws, server, live, None)
         return
     try:
-        await _serve(ws, server, spec, detail_id)
-    finally:
+        reservation = (
+            server.registry.reserve(key.key_id, key.name, key.max_sessions)
+            if key is not None
+            else server.registry.reserve()
+        )
+    except CapacityError as exc:
+        await _creation_failed(ws, server, exc.error_type, exc.message)
+        return
+    try:
+        opened = await _open(ws, server, spec, detail_id, reservation, key_id, query)
+    except BaseException:
         reservation.release()
+        raise
+    if opened is None:
+        reservation.release()
+        return
+    await _serve(ws, server, *opened)
 
 
-async def _serve(
-    ws: ServerConnection, server: SagelabServer, spec: AgentSpec, detail_id: str
+async def _creation_failed(
+    ws: ServerConnection,
+    server: SagelabServer,
+    error_type: str,
+    message: str,
+    *,
+    explain: bool = False,
 ) -> None:
+    """Close 4001 as the reference says; ``explain`` sends the whole message first as an
+    ``error`` event, for messages (how to authenticate) longer than a close reason may be."""
+    server.metrics.errors.labels(error_type).inc()
+    reason = f"Session creation failed: {message}"
+    await _refuse(ws, closecodes.RELAY_SESSION_FAILED, reason, explain=reason if explain else None)
+
+
+async def _open(
+    ws: ServerConnection,
+    server: SagelabServer,
+    spec: AgentSpec,
+    detail_id: str,
+    reservation: Reservation,
+    key_id: str | None,
+    query: dict[str, str],
+) -> tuple[LiveSession, Any] | None:
+    """Start the conversation; None when it could not be (the client was told)."""
     try:
         agent = _resolve(spec)
     except KeyError as exc:
@@ -173,7 +240,7 @@ async def _serve(
             closecodes.RELAY_SESSION_FAILED,
             f"Session creation failed: the agent needs dynamic variable {exc.args[0]!r}",
         )
-        return
+        return None
     conversation_id = f"relay_{uuid.uuid4().hex[:20]}"
     transport = RelayTransport(ws, server)
     try:
@@ -181,43 +248,49 @@ async def _serve(
     except Exception as exc:  # a model that fails to load, bad backend options
         log.warning("agent %s could not start: %s", agent.id, exc)
         await _refuse(ws, closecodes.RELAY_SESSION_FAILED, f"Session creation failed: {exc}")
-        return
+        return None
     if server.store is not None:
         server.store.start_conversation(
             conversation_id, agent.id, "relay", metadata={"conversationDetailId": detail_id}
         )
-    loop = asyncio.get_running_loop()
-    decoded: asyncio.Queue[np.ndarray] = asyncio.Queue()
-    decoder = IncrementalWebmDecoder(
-        on_audio=lambda pcm: loop.call_soon_threadsafe(decoded.put_nowait, pcm)
-    )
-    server.registry.add(conv)
     server.metrics.sessions.labels("relay", agent.id).inc()
-    server.metrics.active_sessions.labels("relay").inc()
-    feeder = asyncio.create_task(_feed_backend(conv, decoded))
+    live = server.sessions.open(
+        conv,
+        reservation,
+        protocol="relay",
+        key_id=key_id,
+        resumable=query.get("resume", "").lower() in ("1", "true", "yes"),
+        connection=ws,
+        detail_id=detail_id,
+    )
+    server.sessions.issue_token(live, transport)
+    return live, backend
+
+
+async def _serve(
+    ws: ServerConnection, server: SagelabServer, live: LiveSession, backend: Any | None
+) -> None:
+    """One connection of a relay conversation: start it (``backend``) or resume it (None).
+
+    The browser's WebM stream starts over on every connection (its header comes first), so the
+    decoder belongs to the connection, not to the conversation.
+    """
+    conv = live.conv
+    decoder = IncrementalWebmDecoder()
     try:
-        await conv.start(backend)
+        if backend is not None:
+            await conv.start(backend)
+        else:
+            await server.sessions.resume(live, RelayTransport(ws, server))
         await _receive_loop(ws, server, conv, decoder)
     except ConnectionClosed:
         pass
     except Exception as exc:
-        log.exception("relay session %s crashed", conversation_id)
+        log.exception("relay session %s crashed", conv.conversation_id)
         await conv.close(closecodes.INTERNAL, f"internal error: {exc}", error_type="internal_error")
     finally:
-        feeder.cancel()
         decoder.abort()
-        if not conv.closed:
-            await conv.close(*describe_disconnect(ws))
-        server.registry.remove(conv)
-        server.metrics.active_sessions.labels("relay").dec()
-
-
-async def _feed_backend(conv: Conversation, decoded: asyncio.Queue[np.ndarray]) -> None:
-    backend = conv.backend
-    while True:
-        pcm = await decoded.get()
-        if backend is not None:
-            await conv.run_backend(backend.on_audio(pcm))
+        await server.sessions.connection_ended(live, ws)
 
 
 async def _receive_loop(
@@ -266,7 +339,7 @@ async def _receive_loop(
                     return
                 conv.touch()
                 try:
-                    decoder.feed(msg.data)
+                    pcm = decoder.decode(msg.data)  # ~0.15 ms per 100 ms timeslice
                 except WebmDecodeError as exc:
                     await conv.close(
                         closecodes.INVALID_INPUT,
@@ -274,6 +347,8 @@ async def _receive_loop(
                         error_type="value_error",
                     )
                     return
+                if pcm.size:
+                    await conv.run_backend(backend.on_audio(pcm))
             case wire.RelayText():
                 conv.touch()
                 await conv.run_backend(backend.on_user_message(msg.text))

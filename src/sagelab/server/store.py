@@ -321,6 +321,34 @@ class ConversationStore:
             (_now(ended_at), reason, close_code, conversation_id),
         )
 
+    def record_resume(
+        self,
+        conversation_id: str,
+        *,
+        disconnected_at: float,
+        close_code: int | None,
+        reason: str,
+        resumed_at: float | None = None,
+    ) -> None:
+        """Append one resume to the conversation's ``metadata["resumes"]``.
+
+        A resume is rare and belongs to the conversation, not to a turn, so it lives in the
+        metadata (no schema change): when the client vanished, why, and when it came back.
+        """
+        entry = {
+            "disconnected_at": disconnected_at,
+            "resumed_at": _now(resumed_at),
+            "close_code": close_code,
+            "reason": reason,
+        }
+        self._submit(
+            "record_resume",
+            "UPDATE conversations SET metadata = json_set(metadata, '$.resumes',"
+            " json_insert(coalesce(json_extract(metadata, '$.resumes'), json('[]')),"
+            " '$[#]', json(?))) WHERE id = ?",
+            (_dumps(entry), conversation_id),
+        )
+
     def add_turn(
         self,
         conversation_id: str,

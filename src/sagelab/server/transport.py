@@ -29,6 +29,10 @@ class Transport(abc.ABC):
     send_timeout_s: float | None = None
     stalled: bool = False
     on_stall: Callable[[str], None] | None = None
+    # A resumable session's token for this connection (``resume.py``): sent with the metadata,
+    # in whatever shape the protocol allows. None: the client did not ask for one.
+    resume_token: str | None = None
+    resume_grace_s: float = 0.0
 
     async def send_frame(self, ws: ServerConnection, frame: str | bytes) -> bool:
         """Send one frame with backpressure and a deadline; False when it was not sent."""
@@ -110,6 +114,64 @@ class Transport(abc.ABC):
 
     async def send_stage(self, event_id: int, stage: str, ms: float) -> None:
         """A pipeline stage's duration, for clients that asked for them (default: none)."""
+        return
+
+
+class DetachedTransport(Transport):
+    """Stands in while a conversation waits for its client to resume: everything is dropped.
+
+    The relay protocol says a restored session replays no events, and ConvAI has nothing to
+    say either; what the agent emits meanwhile (its interrupted turn's last frames, pings) is
+    lost exactly as it would have been on the dead socket.
+    """
+
+    answers_client_tools = False
+
+    def __init__(self, protocol: str) -> None:
+        self.protocol = protocol
+
+    async def send_metadata(
+        self, conversation_id: str, input_format: str, output_format: str
+    ) -> None:
+        return
+
+    async def send_ping(self, event_id: int, ping_ms: int | None) -> None:
+        return
+
+    async def send_user_transcript(self, text: str, event_id: int, *, tentative: bool) -> None:
+        return
+
+    async def send_agent_response(self, text: str, event_id: int) -> None:
+        return
+
+    async def send_audio(
+        self, payload: Any, event_id: int, alignment: dict[str, Any] | None
+    ) -> None:
+        return
+
+    async def send_interruption(self, event_id: int) -> None:
+        return
+
+    async def send_correction(self, original: str, corrected: str, event_id: int) -> None:
+        return
+
+    async def send_client_tool_call(
+        self, name: str, tool_call_id: str, parameters: dict[str, Any], event_id: int
+    ) -> None:
+        return
+
+    async def send_tool_response(
+        self, name: str, tool_call_id: str, tool_type: str, is_error: bool, event_id: int
+    ) -> None:
+        return
+
+    async def send_vad_score(self, score: float) -> None:
+        return
+
+    async def send_error(self, code: int, error_type: str, message: str) -> None:
+        return
+
+    async def close(self, code: int, reason: str) -> None:
         return
 
 
