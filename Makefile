@@ -29,9 +29,12 @@ demo: install
 serve: install
 	$(BIN)/sagelab serve
 
-# JupyterLab on notebooks/ (01_conversation.ipynb talks to audio-sage, offline).
+# JupyterLab opened on notebooks/ (01 conversation, 02 latency and accuracy, 03 load test, 04
+# prompt and tool lab; all offline). The root is the repository, so the notebooks' links to the
+# README work and the figures they save in runs/ can be opened beside them.
 lab: install
-	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $(if $(SUDO),,--allow-root)
+	$(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks \
+		$(if $(SUDO),,--allow-root)
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ import numpy as np
 from sagelab.audio import load_audio, silence
 from sagelab.audio.activity import speech_bounds
 from sagelab.client import SentAudio, Session, SessionError, Timeline
+from sagelab.client.session import ToolHandler
 from sagelab.scenarios.loader import ScenarioError
 from sagelab.scenarios.model import (
     BargeInStep,
@@ -155,9 +156,14 @@ async def run_scenario(
     synthesize: Synthesizer | None = None,
     on_step: Callable[[StepRun], None] | None = None,
     record_audio: bool = True,
+    tools: Mapping[str, ToolHandler] | None = None,
 ) -> ScenarioRun:
     """Hold the scenario's conversation with ``scenario.agent`` at ``url``; never raises for
-    what the agent does (that is recorded), only for a scenario that cannot be prepared."""
+    what the agent does (that is recorded), only for a scenario that cannot be prepared.
+
+    ``tools`` are real client tool handlers (``ToolRegistry.session_tools()``, say), for a lab
+    that runs the application's own tools; they take precedence over the scenario's canned
+    ``client_tools`` of the same name."""
     audio = _Audio(scenario, synthesize or (piper_synthesizer() if needs_tts(scenario) else None))
     steps = [StepRun(i, s) for i, s in enumerate(scenario.steps)]
     settings = scenario.settings
@@ -170,7 +176,7 @@ async def run_scenario(
             url,
             scenario.agent,
             stages=True,
-            tools=_client_tools(scenario.client_tools),
+            tools={**_client_tools(scenario.client_tools), **(tools or {})},
             chunk_ms=settings.chunk_ms,
             record_audio=record_audio,
         ) as session:

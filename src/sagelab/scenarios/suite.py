@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sagelab.client.session import ToolHandler
 from sagelab.scenarios.expectations import Check, Observation, evaluate, word_error_rate
 from sagelab.scenarios.model import Scenario, WaitStep
 from sagelab.scenarios.observe import observe, read_tool_records
@@ -172,10 +173,11 @@ async def run_suite(
     synthesize: Synthesizer | None = None,
     on_step: Callable[[StepRun], None] | None = None,
     on_result: Callable[[ScenarioResult], None] | None = None,
+    tools: Mapping[str, ToolHandler] | None = None,
 ) -> SuiteResult:
     """Every scenario ``repeat`` times, in order. ``store_path`` is the server's conversation
     store, read for server tool parameters (the bundled server's, or one given with
-    ``--store``)."""
+    ``--store``); ``tools`` are client tool handlers for every run (see ``run_scenario``)."""
     if repeat < 1:
         raise ValueError(f"repeat must be at least 1, got {repeat}")
     if synthesize is None and any(needs_tts(s) for s in scenarios):
@@ -192,6 +194,7 @@ async def run_suite(
                 repeat=k,
                 synthesize=synthesize,
                 on_step=on_step,
+                tools=tools,
             )
             if store_path is not None and run.conversation_id is not None:
                 expected = sum(

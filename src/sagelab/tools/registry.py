@@ -178,6 +178,12 @@ class ToolRegistry:
             else:
                 client_tools.register(name, self._sdk_sync_handler(name))
 
+    def session_tools(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
+        """Every tool as a handler for sagelab's own client (``Session.connect(tools=...)``,
+        ``run_scenario(tools=...)``): the same validation and statistics as the SDK path, and a
+        failure raises, which the session answers with ``is_error: true`` and the message."""
+        return {name: self._sdk_async_handler(name) for name in self._tools}
+
     def _sdk_sync_handler(self, name: str) -> Callable[[dict[str, Any]], Any]:
         def handle(parameters: dict[str, Any]) -> Any:
             return _sdk_value(self.execute_sync(name, _without_call_id(parameters)))
