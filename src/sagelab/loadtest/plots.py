@@ -60,13 +60,12 @@ def plot_run(
 ) -> Path | None:
     """Four panels: reply latency, stutter and round trips, errors, server CPU and memory."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError:
         return None
-    fig, axes = plt.subplots(4, 1, figsize=(11, 13), sharex=True)
+    # A bare Figure, not pyplot: no global backend switch, so notebooks keep theirs.
+    fig = Figure(figsize=(11, 13))
+    axes = fig.subplots(4, 1, sharex=True)
     end = max(float(raw["t"].max()) if len(raw) else t0, t0 + 1)
     window = _window_s(end - t0)
     if len(raw):
@@ -134,7 +133,6 @@ def plot_run(
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -143,16 +141,14 @@ def plot_capacity(
 ) -> Path | None:
     """Per step: p95 reply latency against the budget, and the error rate."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError:
         return None
     if not steps:
         return None
     users = [s["users"] for s in steps]
-    fig, ax = plt.subplots(figsize=(9, 5))
+    fig = Figure(figsize=(9, 5))
+    ax = fig.subplots()
     for key, limit_key, color in (
         ("first_audio_p95", "max_p95_first_audio_ms", "tab:blue"),
         ("voice_to_voice_p95", "max_p95_voice_to_voice_ms", "tab:purple"),
@@ -188,5 +184,4 @@ def plot_capacity(
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
