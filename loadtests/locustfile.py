@@ -28,6 +28,7 @@ number in a distributed run), ``SAGELAB_DATA`` (the repository's ``data/``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
@@ -326,10 +327,12 @@ class VoiceUser(User):
             self.reader = None
         if self.ws is not None:
             self.report_close(1000, "", by="client")
-            try:
+            with contextlib.suppress(Exception):  # already closed by the server
                 self.ws.close(status=websocket.STATUS_NORMAL, timeout=1)
-            except Exception:  # already closed by the server
-                self.ws.shutdown()
+            # Once the server has closed first, close() returns at once and leaves the socket
+            # open (websocket-client marks itself closed as it answers the close frame); an
+            # open socket would hold the server's session slot until its close timeout.
+            self.ws.shutdown()
             self.ws = None
 
     def on_start(self) -> None:
