@@ -300,3 +300,22 @@ async def test_fifty_concurrent_sessions_on_one_event_loop(goforward: np.ndarray
     for i, decoder in enumerate(decoders):
         sizes[i] += decoder.finish().size
     assert len(set(sizes)) == 1 and abs(sizes[0] - 16000) < 0.06 * 16000
+
+
+def test_a_chunk_holding_too_much_audio_is_refused_before_it_is_all_decoded(
+    goforward: np.ndarray,
+) -> None:
+    """A few bytes of Opus can stand for 120 ms, so one frame could carry minutes of audio:
+    the decoder refuses a chunk beyond ``max_chunk_s`` instead of decoding all of it."""
+    whole = b"".join(encode_webm_opus(goforward))  # the whole recording as one frame
+    assert goforward.size > 2 * 16000
+    decoder = IncrementalWebmDecoder(max_chunk_s=1.0)
+    with pytest.raises(WebmDecodeError, match=r"more than 1 s of audio.*timeslices"):
+        decoder.decode(whole)
+    with pytest.raises(WebmDecodeError):  # a broken stream stays broken
+        decoder.decode(b"")
+    # The same stream sent as it is recorded, chunk by chunk, is fine under the same limit.
+    streamed = IncrementalWebmDecoder(max_chunk_s=1.0)
+    pieces = encode_webm_opus(goforward, timeslice_ms=250)
+    audio = np.concatenate([streamed.decode(p) for p in pieces] + [streamed.finish()])
+    assert abs(audio.size - goforward.size) < 0.05 * 16000

@@ -8,6 +8,7 @@ import base64
 import contextlib
 import json
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -168,3 +169,24 @@ def test_reservations_are_released_once_and_per_key():
     registry.accepting = False
     with pytest.raises(CapacityError, match="shutting down"):
         registry.reserve()
+
+
+async def test_relay_audio_is_limited_by_what_it_decodes_to_not_only_its_bytes(server, speech_dir):
+    """Opus is small: speech sent at once can stay within the relay's byte budget while it
+    decodes to far more than real time allows; the server refuses it for that."""
+    from sagelab.audio import encode_webm_opus, load_audio
+    from sagelab.client import SessionError
+
+    speech = load_audio(speech_dir / "goforward.wav")
+    long_speech = np.concatenate([speech] * 10)  # ~24 s
+    async with Session.connect_relay(server.http_url, "flood") as s:
+        await s.wait_for("agent_response", timeout=5)
+        with contextlib.suppress(SessionError):
+            await s.send_audio(long_speech, realtime=False)
+        error = await s.wait_for("error", timeout=10)
+        await until(lambda: s.closed, timeout=10)
+    assert "decodes to more than 2 times real time" in error.data["message"], error.data
+    assert s.close_code == closecodes.INVALID_INPUT
+    # The premise: the first 12 s, more than the 10 s the decoded budget allows at once, fit
+    # in the byte budget (2 x 16 kB/s for 5 s), so only the decoded budget can refuse them.
+    assert sum(len(c) for c in encode_webm_opus(long_speech[: 12 * 16_000])) < 2 * 16_000 * 5

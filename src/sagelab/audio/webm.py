@@ -180,7 +180,9 @@ class IncrementalWebmDecoder:
     Memory is bounded twice: at most ``max_pending_bytes`` of input held for an incomplete
     element (a bigger element fails the stream) and, for :meth:`feed` without ``on_audio``,
     at most ``max_buffered_s`` of unread audio plus the chunk that crossed it (beyond that the
-    stream fails, since dropping audio silently would corrupt the conversation). Errors,
+    stream fails, since dropping audio silently would corrupt the conversation). One chunk
+    may decode to at most ``max_chunk_s`` of audio: a few bytes of Opus can stand for 120 ms,
+    so a frame of tiny packets would otherwise cost minutes of decoding and memory. Errors,
     corrupt input included, are raised as :class:`WebmDecodeError`, and again by every later
     call: a broken stream cannot be resynchronised.
     """
@@ -191,9 +193,13 @@ class IncrementalWebmDecoder:
         *,
         max_pending_bytes: int = 256 * 1024,
         max_buffered_s: float = 30.0,
+        max_chunk_s: float = 10.0,
     ) -> None:
-        if max_pending_bytes <= 0 or max_buffered_s <= 0:
-            raise ValueError("max_pending_bytes and max_buffered_s must be positive")
+        if max_pending_bytes <= 0 or max_buffered_s <= 0 or max_chunk_s <= 0:
+            raise ValueError("max_pending_bytes, max_buffered_s and max_chunk_s must be positive")
+        self._max_chunk_s = max_chunk_s
+        self._max_chunk = int(max_chunk_s * OPUS_RATE)
+        self._chunk_samples = 0
         self._demuxer = WebmDemuxer(max_element_bytes=max_pending_bytes)
         self._on_audio = on_audio
         self._max_buffered = int(max_buffered_s * SAMPLE_RATE)
@@ -227,6 +233,7 @@ class IncrementalWebmDecoder:
             raise RuntimeError("decode() called on a closed IncrementalWebmDecoder")
         self._raise_error()
         self._bytes_fed += len(chunk)
+        self._chunk_samples = 0
         try:
             blocks = self._demuxer.feed(chunk)
             return self._resample([self._decode_block(b) for b in blocks], last=False)
@@ -298,6 +305,12 @@ class IncrementalWebmDecoder:
                     f"{exc.strerror}"
                 ) from exc
             parts += [self._mono(f) for f in frames]
+            self._chunk_samples += sum(f.samples for f in frames)
+            if self._chunk_samples > self._max_chunk:
+                raise WebmDecodeError(
+                    f"one chunk of WebM holds more than {self._max_chunk_s:g} s of audio; "
+                    "send the recording as it is made (MediaRecorder timeslices of 20-1000 ms)"
+                )
         self._blocks += 1
         audio = _join(parts)
         if block.discard_padding_ns:

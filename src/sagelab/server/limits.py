@@ -17,6 +17,8 @@ from sagelab.audio import AudioFormat
 # A browser's MediaRecorder sends Opus at 32-128 kbit/s; the relay's nominal audio byte rate is
 # the top of that range, so a limit of twice the nominal rate never refuses a real browser.
 WEBM_OPUS_BYTES_PER_S = 16_000
+#: Samples per second of the audio the server works on (16 kHz mono).
+DECODED_SAMPLES_PER_S = 16_000
 
 
 class TokenBucket:
@@ -65,6 +67,10 @@ class InputLimiter:
         self.nominal_audio_bytes_per_s = nominal_audio_bytes_per_s
         self.messages_per_s = messages_per_s
         self._audio = TokenBucket(audio_bytes_per_s, audio_bytes_per_s * audio_burst_s, now)
+        # Compressed audio is also limited by what it decodes to: a few bytes of Opus can
+        # stand for 120 ms, so a byte budget alone would let tiny packets flood the decoder.
+        self._decoded_rate = 2 * DECODED_SAMPLES_PER_S
+        self._decoded = TokenBucket(self._decoded_rate, self._decoded_rate * audio_burst_s, now)
         # Two seconds of messages at once: a client catching up after a pause is not a flood.
         self._messages = TokenBucket(messages_per_s, max(1.0, messages_per_s * 2), now)
 
@@ -86,6 +92,16 @@ class InputLimiter:
             f"(real time is {self.nominal_audio_bytes_per_s:g} bytes/s, "
             f"bursts up to {self._audio.burst:g} bytes); stream the microphone in real time "
             "instead of sending recordings at once",
+        )
+
+    def decoded_audio(self, samples: int, now: float | None = None) -> LimitExceeded | None:
+        """Decoded 16 kHz samples of compressed input (the relay's WebM/Opus)."""
+        if self._decoded.take(samples, now):
+            return None
+        return LimitExceeded(
+            "audio_rate_exceeded",
+            f"the audio sent decodes to more than {self._decoded_rate / DECODED_SAMPLES_PER_S:g}"
+            " times real time; stream the microphone as it records (MediaRecorder timeslices)",
         )
 
 

@@ -347,6 +347,12 @@ async def _receive_loop(
                         error_type="value_error",
                     )
                     return
+                exceeded = limiter.decoded_audio(pcm.size)
+                if exceeded is not None:
+                    await conv.close(
+                        closecodes.INVALID_INPUT, exceeded.message, error_type=exceeded.error_type
+                    )
+                    return
                 if pcm.size:
                     await conv.run_backend(backend.on_audio(pcm))
             case wire.RelayText():
