@@ -300,11 +300,7 @@ async def handle(ws: ServerConnection, server: SagelabServer) -> None:
         await _resume(ws, server, resume_token, agent_id, key.key_id if key else None, query)
         return
     try:
-        reservation = (
-            server.registry.reserve(key.key_id, key.name, key.max_sessions)
-            if key is not None
-            else server.registry.reserve()
-        )
+        reservation = server.registry.reserve_for(key)
     except CapacityError as exc:
         await reject(
             ws, server, SessionSetupError(closecodes.TRY_AGAIN_LATER, exc.error_type, exc.message)

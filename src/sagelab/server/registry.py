@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from sagelab.server.auth import ApiKey
 
 
 class Closable(Protocol):
@@ -58,6 +61,12 @@ class SessionRegistry:
 
     def reserved_for(self, key_id: str) -> int:
         return self._per_key.get(key_id, 0)
+
+    def reserve_for(self, key: ApiKey | None) -> Reservation:
+        """``reserve`` for the key a request presented, or for no key."""
+        if key is None:
+            return self.reserve()
+        return self.reserve(key.key_id, key.name, key.max_sessions)
 
     def reserve(
         self, key_id: str | None = None, key_name: str = "", key_limit: int | None = None

@@ -188,11 +188,7 @@ async def handle(ws: ServerConnection, server: SagelabServer) -> None:
         await _serve(ws, server, live, None)
         return
     try:
-        reservation = (
-            server.registry.reserve(key.key_id, key.name, key.max_sessions)
-            if key is not None
-            else server.registry.reserve()
-        )
+        reservation = server.registry.reserve_for(key)
     except CapacityError as exc:
         await _creation_failed(ws, server, exc.error_type, exc.message)
         return
