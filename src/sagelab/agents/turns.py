@@ -20,6 +20,9 @@ SAMPLE_RATE = 16_000
 class TurnEvent:
     kind: Literal["speech_start", "speech_end"]
     sample: int  # offset, in samples since the first audio fed, where the change happened
+    # Where the detector took the decision (the end of the frame that completed the wait):
+    # audio up to here belongs to the turn that ended; later audio may be a new one.
+    decided: int | None = None
 
     @property
     def seconds(self) -> float:
@@ -98,5 +101,5 @@ class EnergyTurnDetector:
         self._quiet_run += 1
         if self._quiet_run >= self.silence_frames:
             self._speaking, self._loud_run = False, 0
-            return TurnEvent("speech_end", self._run_start)
+            return TurnEvent("speech_end", self._run_start, frame_start + self.frame)
         return None

@@ -365,4 +365,4 @@ class VadTurnDetector:
             return None
         self._speaking, self._run_start = False, None
         self._floor = self._silence_start
-        return TurnEvent("speech_end", self._silence_start)
+        return TurnEvent("speech_end", self._silence_start, end)

@@ -1,0 +1,129 @@
+"""Fakes for what is slow (speech-to-text, text-to-speech) and for the user's voice, with
+timing that a test scripts, so conversation behaviour can be checked in simulated time.
+
+The fakes behave like the real models where the core can tell: ``FakeSTT`` returns a
+``Transcript`` as ``WhisperSTT`` does, ``FakeTTS`` yields ``SpeechChunk``s sentence by sentence
+as ``PiperTTS`` does. What they add is *traceability*: the user's "speech" is built by
+``MarkedSpeech`` so that every 10 ms unit of it carries its own sample value, and ``FakeSTT``
+"transcribes" audio by reading those values back. A transcript therefore says exactly which
+pieces of the user's speech reached it, and a test can check that each piece was transcribed
+once, in order, however the audio was chunked, paused and cut into turns.
+
+Real models keep their own tests (``tests/local``); these are for the core.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sagelab.agents.local.stt import Transcript
+from sagelab.agents.local.tts import SpeechChunk
+
+SAMPLE_RATE = 16_000
+UNIT = 160  # samples in one traceable unit of speech (10 ms)
+_BASE = 1000  # sample value of unit 0; loud enough for any detector (about -30 dBFS)
+_MAX_UNITS = 32767 - _BASE
+_TOKEN = re.compile(r"u(\d+)x(\d+)")
+
+
+@dataclass
+class MarkedSpeech:
+    """A user's audio: silences and speech runs, every speech unit marked with its index.
+
+    ``add_speech(ms)`` and ``add_silence(ms)`` append to the stream; ``pcm`` is the result.
+    Speech is a constant-level signal (a detector's idea of speech, not a voice): use the
+    energy detector or a scripted one with it, not Silero.
+    """
+
+    parts: list[np.ndarray] = field(default_factory=list)
+    units: int = 0
+    samples: int = 0
+    speech_ranges: list[tuple[int, int]] = field(default_factory=list)
+
+    def add_silence(self, ms: float) -> MarkedSpeech:
+        n = int(ms * SAMPLE_RATE / 1000)
+        self.parts.append(np.zeros(n, dtype=np.int16))
+        self.samples += n
+        return self
+
+    def add_speech(self, ms: float) -> MarkedSpeech:
+        n_units = max(1, round(ms / 10))
+        if self.units + n_units > _MAX_UNITS:
+            raise ValueError("MarkedSpeech holds at most about 317 s of speech")
+        values = np.arange(self.units, self.units + n_units, dtype=np.int32) + _BASE
+        self.parts.append(np.repeat(values, UNIT).astype(np.int16))
+        self.speech_ranges.append((self.samples, self.samples + n_units * UNIT))
+        self.units += n_units
+        self.samples += n_units * UNIT
+        return self
+
+    @property
+    def pcm(self) -> np.ndarray:
+        return np.concatenate(self.parts) if self.parts else np.zeros(0, dtype=np.int16)
+
+
+def describe_units(pcm: np.ndarray) -> str:
+    """The marked units in ``pcm`` as text, ``u<index>x<samples>`` per run, in order."""
+    values = pcm[pcm >= _BASE].astype(np.int32) - _BASE
+    if values.size == 0:
+        return ""
+    cuts = np.flatnonzero(np.diff(values)) + 1
+    starts = np.concatenate([[0], cuts])
+    lengths = np.diff(np.concatenate([starts, [values.size]]))
+    return " ".join(f"u{values[s]}x{n}" for s, n in zip(starts, lengths, strict=True))
+
+
+def heard_units(texts: list[str]) -> list[tuple[int, int]]:
+    """Join transcripts (in the order released) into ``(unit, samples)`` runs; a unit cut in
+    two by a turn boundary is joined back, so only a real repeat or loss shows."""
+    runs: list[tuple[int, int]] = []
+    for text in texts:
+        for unit, n in ((int(u), int(n)) for u, n in _TOKEN.findall(text)):
+            if runs and runs[-1][0] == unit:
+                runs[-1] = (unit, runs[-1][1] + n)
+            else:
+                runs.append((unit, n))
+    return runs
+
+
+class FakeSTT:
+    """Speech-to-text that reads the marks back (see the module docstring).
+
+    ``delay_s`` is how long a call takes in the simulation; the adapter under test decides
+    how to wait for it. ``calls`` records every audio length transcribed.
+    """
+
+    def __init__(self, delay_s: float = 0.2) -> None:
+        self.delay_s = delay_s
+        self.calls: list[int] = []
+
+    def transcribe(self, pcm16k: np.ndarray) -> Transcript:
+        self.calls.append(int(pcm16k.size))
+        return Transcript(describe_units(pcm16k), pcm16k.size / SAMPLE_RATE, self.delay_s, None)
+
+
+class FakeTTS:
+    """Text-to-speech that yields ``chunks`` pieces of audio per sentence, ``ms_per_char``
+    of speech per character, with an exact character alignment."""
+
+    native_rate = SAMPLE_RATE
+
+    def __init__(self, ms_per_char: float = 60.0, chunks: int = 2, delay_s: float = 0.05) -> None:
+        self.ms_per_char = ms_per_char
+        self.chunks = max(1, chunks)
+        self.delay_s = delay_s
+
+    def synthesize(self, text: str) -> Iterator[SpeechChunk]:
+        per_char = int(self.ms_per_char * SAMPLE_RATE / 1000)
+        bounds = np.linspace(0, len(text), self.chunks + 1).round().astype(int)
+        for a, b in itertools.pairwise(bounds.tolist()):
+            if b <= a:
+                continue
+            pcm = np.full((b - a) * per_char, 500, dtype=np.int16)
+            alignment = [(c, i * per_char / SAMPLE_RATE) for i, c in enumerate(text[a:b])]
+            yield SpeechChunk(pcm=pcm, text=text[a:b], alignment=alignment)

@@ -1,0 +1,346 @@
+"""Turn-taking for a listening agent, sans I/O: which audio is a user turn, and when to answer.
+
+``TurnTaker`` is fed the user's audio with the time it arrived and the results of the
+speech-to-text jobs it asked for; it returns actions (start or cancel a transcription, barge
+in, a user turn is heard). It never reads a clock, starts a task or touches a model, so the
+same object runs in real time inside the server and in simulated time in the tests, where
+every chunk size, pause pattern and model delay can be tried.
+
+The guarantee it exists for: **every sample of detected speech is transcribed exactly once,
+in order.** Audio is addressed by absolute sample offsets in the session's input stream, and
+an utterance is a half-open range ``[start, end)`` cut from one buffer:
+
+- an utterance starts at the detector's ``speech_start`` minus the pre-roll, but never before
+  the end of the previous one, so two ranges never overlap;
+- it ends where the detector *decided* the turn was over (everything up to that sample,
+  including the silence it waited through), or, for a monologue longer than
+  ``max_utterance_s``, where the limit was reached (the next range starts there);
+- each range is transcribed by exactly one job whose result is used; a speculative job started
+  during a pause is used only if the pause it was started in is the one that ended the turn,
+  and is cancelled otherwise;
+- results are released in range order whatever order the jobs finish in.
+
+When the user goes on talking after a turn ended (they only paused, or they talk over the
+reply), nothing is thrown away: the earlier turn's transcript is released with
+``final=False``, and the reply waits for the utterance that follows, so the request is
+answered as one. A reply that had started but said nothing by then is the caller's to merge
+(the caller knows what was heard; see ``LocalAgent``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from sagelab.agents.turns import TurnEvent
+
+SAMPLE_RATE = 16_000
+
+__all__ = [
+    "BargeIn",
+    "CancelTranscription",
+    "SpeechDetector",
+    "Transcribe",
+    "TranscriptionFailed",
+    "TurnAction",
+    "TurnTaker",
+    "UserTurn",
+]
+
+
+class SpeechDetector(Protocol):
+    """What turn-taking needs from a voice activity detector (Silero or energy based)."""
+
+    def feed(self, pcm: np.ndarray) -> list[TurnEvent]: ...
+
+    @property
+    def silence_start(self) -> int | None:
+        """While speaking: where the current pause began; else None."""
+        ...
+
+
+# -- actions ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Transcribe:
+    """Start speech-to-text on ``audio`` (samples ``[start, end)``); answer with ``job``."""
+
+    job: int
+    audio: np.ndarray = field(repr=False)
+    start: int
+    end: int
+    speculative: bool = False
+
+
+@dataclass(frozen=True)
+class CancelTranscription:
+    """The result of ``job`` will not be used (the user went on talking)."""
+
+    job: int
+
+
+@dataclass(frozen=True)
+class BargeIn:
+    """The user started talking: whatever the agent is saying must stop."""
+
+    sample: int
+
+
+@dataclass(frozen=True)
+class UserTurn:
+    """A transcribed utterance, released in order.
+
+    ``final`` says the user is done (no speech under way, nothing earlier pending): reply to
+    everything heard since the last final turn. ``endpointing_ms`` is the audio the detector
+    needed after the end of speech to decide (None for a split monologue), ``stt_wait_ms`` the
+    time from that decision to the transcript, ``stt_compute_ms`` the model's own time.
+    """
+
+    text: str
+    start: int
+    end: int
+    final: bool
+    endpointing_ms: float | None
+    stt_wait_ms: float
+    stt_compute_ms: float
+
+    @property
+    def utterance_ms(self) -> float:
+        return (self.end - self.start) * 1000 / SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class TranscriptionFailed:
+    """Speech-to-text failed on samples ``[start, end)``; the caller reports it."""
+
+    start: int
+    end: int
+    message: str
+
+
+TurnAction = Transcribe | CancelTranscription | BargeIn | UserTurn | TranscriptionFailed
+
+
+@dataclass(eq=False)
+class _Segment:
+    start: int
+    end: int
+    ended_at: float
+    endpointing_ms: float | None
+    job: int
+    text: str | None = None
+    compute_ms: float = 0.0
+    done_at: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class _Guess:
+    silence_start: int
+    job: int
+    end: int
+
+
+class TurnTaker:
+    """One session's turn-taking state. Inputs carry their time; outputs are actions."""
+
+    def __init__(
+        self,
+        detector: SpeechDetector,
+        *,
+        preroll_ms: float = 300,
+        max_utterance_s: float = 30.0,
+        speculate_after_ms: float | None = 160,
+    ) -> None:
+        if preroll_ms < 0 or max_utterance_s <= 0:
+            raise ValueError("preroll_ms must be >= 0 and max_utterance_s > 0")
+        self.detector = detector
+        self._preroll = int(preroll_ms * SAMPLE_RATE / 1000)
+        self._max = int(max_utterance_s * SAMPLE_RATE)
+        self._speculate = (
+            None if speculate_after_ms is None else int(speculate_after_ms * SAMPLE_RATE / 1000)
+        )
+        self._chunks: deque[tuple[int, np.ndarray]] = deque()  # (first sample, pcm)
+        self._fed = 0
+        self._utterance: int | None = None  # start of the utterance under way
+        self._last_end = 0
+        self._segments: deque[_Segment] = deque()
+        self._jobs = itertools.count(1)
+        self._guess: _Guess | None = None
+        self._guess_results: dict[int, tuple[str, float, float]] = {}
+        self._guess_errors: dict[int, str] = {}
+
+    # -- state for adapters and tests ----------------------------------------------------
+
+    @property
+    def samples_fed(self) -> int:
+        return self._fed
+
+    @property
+    def user_speaking(self) -> bool:
+        return self._utterance is not None
+
+    @property
+    def pending(self) -> int:
+        """Utterances cut but not yet released (waiting for their transcript or an earlier one)."""
+        return len(self._segments)
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    def audio(self, pcm: np.ndarray, now: float) -> list[TurnAction]:
+        """A chunk of user audio (16 kHz PCM16, any size) that arrived at ``now``."""
+        events = self.detector.feed(pcm)
+        if pcm.size:
+            self._chunks.append((self._fed, pcm))
+            self._fed += pcm.size
+        actions: list[TurnAction] = []
+        for event in events:
+            if event.kind == "speech_start":
+                if self._utterance is None:
+                    self._utterance = max(self._last_end, event.sample - self._preroll)
+                    actions.extend(self._drop_guess())
+                    actions.append(BargeIn(event.sample))
+            elif self._utterance is not None:
+                end = event.decided if event.decided is not None else self._fed
+                end = max(self._utterance, min(end, self._fed))
+                endpointing = (self._fed - event.sample) * 1000 / SAMPLE_RATE
+                actions.extend(self._end_utterance(end, now, max(0.0, endpointing), event.sample))
+        if self._utterance is not None and self._fed - self._utterance > self._max:
+            # A monologue longer than the limit is transcribed in pieces rather than held.
+            actions.extend(self._drop_guess())
+            actions.extend(self._end_utterance(self._fed, now, None, None))
+            self._utterance = self._fed
+        actions.extend(self._maybe_speculate())
+        self._trim()
+        actions.extend(self._release(now))
+        return actions
+
+    def transcribed(self, job: int, text: str, compute_ms: float, now: float) -> list[TurnAction]:
+        """The result of a ``Transcribe`` job."""
+        segment = self._segment_for(job)
+        if segment is None:
+            if self._guess is not None and self._guess.job == job:
+                self._guess_results[job] = (text, compute_ms, now)
+            return []
+        segment.text, segment.compute_ms, segment.done_at = text, compute_ms, now
+        return self._release(now)
+
+    def transcription_failed(self, job: int, message: str, now: float) -> list[TurnAction]:
+        segment = self._segment_for(job)
+        if segment is None:
+            if self._guess is not None and self._guess.job == job:
+                self._guess_errors[job] = message
+            return []
+        segment.text, segment.error, segment.done_at = "", message, now
+        return self._release(now)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _segment_for(self, job: int) -> _Segment | None:
+        return next((s for s in self._segments if s.job == job), None)
+
+    def _end_utterance(
+        self, end: int, now: float, endpointing_ms: float | None, silence_start: int | None
+    ) -> list[TurnAction]:
+        assert self._utterance is not None
+        start, self._utterance = self._utterance, None
+        self._last_end = end
+        actions: list[TurnAction] = []
+        guess = self._guess
+        if guess is not None and silence_start is not None and guess.silence_start == silence_start:
+            # The pause the guess was made in is the one that ended the turn, so its transcript
+            # is the turn's. The turn ends where the guess's audio ended: what came after is
+            # the same pause as far as the detector could tell, and stays available as the
+            # next utterance's pre-roll, in case a soft onset hid in it.
+            self._guess = None
+            self._last_end = guess.end
+            segment = _Segment(start, guess.end, now, endpointing_ms, guess.job)
+            self._segments.append(segment)
+            if guess.job in self._guess_results:
+                segment.text, segment.compute_ms, segment.done_at = self._guess_results.pop(
+                    guess.job
+                )
+            elif guess.job in self._guess_errors:
+                segment.text, segment.error = "", self._guess_errors.pop(guess.job)
+                segment.done_at = now
+            return actions
+        actions.extend(self._drop_guess())
+        job = next(self._jobs)
+        self._segments.append(_Segment(start, end, now, endpointing_ms, job))
+        actions.append(Transcribe(job, self._slice(start, end), start, end))
+        return actions
+
+    def _maybe_speculate(self) -> list[TurnAction]:
+        if self._utterance is None or self._speculate is None:
+            return []
+        silence = self.detector.silence_start
+        if silence is None:
+            return self._drop_guess()  # speech resumed: a guess made in the pause is stale
+        if self._guess is not None and self._guess.silence_start == silence:
+            return []
+        if self._fed - silence < self._speculate:
+            return []
+        actions = self._drop_guess()
+        job = next(self._jobs)
+        self._guess = _Guess(silence, job, self._fed)
+        start = self._utterance
+        actions.append(Transcribe(job, self._slice(start, self._fed), start, self._fed, True))
+        return actions
+
+    def _drop_guess(self) -> list[TurnAction]:
+        guess, self._guess = self._guess, None
+        if guess is None:
+            return []
+        self._guess_results.pop(guess.job, None)
+        self._guess_errors.pop(guess.job, None)
+        return [CancelTranscription(guess.job)]
+
+    def _release(self, now: float) -> list[TurnAction]:
+        """Release finished utterances in order; a later one never overtakes an earlier one."""
+        actions: list[TurnAction] = []
+        while self._segments and self._segments[0].done_at is not None:
+            s = self._segments.popleft()
+            if s.error is not None:
+                actions.append(TranscriptionFailed(s.start, s.end, s.error))
+            final = not self._segments and self._utterance is None
+            actions.append(
+                UserTurn(
+                    text=(s.text or "").strip(),
+                    start=s.start,
+                    end=s.end,
+                    final=final,
+                    endpointing_ms=s.endpointing_ms,
+                    stt_wait_ms=max(0.0, (s.done_at - s.ended_at) * 1000),
+                    stt_compute_ms=s.compute_ms,
+                )
+            )
+        return actions
+
+    def _slice(self, start: int, end: int) -> np.ndarray:
+        parts = []
+        for first, pcm in self._chunks:
+            last = first + pcm.size
+            if last <= start:
+                continue
+            if first >= end:
+                break
+            parts.append(pcm[max(0, start - first) : min(pcm.size, end - first)])
+        if not parts:
+            return np.zeros(0, dtype=np.int16)
+        return np.concatenate(parts) if len(parts) > 1 else parts[0].copy()
+
+    def _trim(self) -> None:
+        """Keep only audio that may still be cut: the utterance under way, or the pre-roll."""
+        if self._utterance is not None:
+            keep = self._utterance
+        else:
+            # A ``speech_start`` is reported after the onset (the detector needs some speech to
+            # be sure): keep the pre-roll plus a second of margin for that delay.
+            keep = max(self._last_end, self._fed - self._preroll - SAMPLE_RATE)
+        while self._chunks and self._chunks[0][0] + self._chunks[0][1].size <= keep:
+            self._chunks.popleft()
