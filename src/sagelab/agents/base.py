@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from sagelab.config import ToolSpec
+from sagelab.conversation.session import Interrupted
 
 
 @dataclass(frozen=True)
@@ -92,8 +93,9 @@ class AgentContext(Protocol):
         """Wait until every queued chunk of the turn was sent (or the turn was interrupted)."""
         ...
 
-    async def interrupt(self) -> bool:
-        """Barge-in: drop queued audio of the current turn, tell the client; True if one was cut."""
+    async def interrupt(self) -> Interrupted | None:
+        """Barge-in: drop queued audio of the current turn and tell the client; what was cut
+        (with the words the user heard), or None when the agent was not saying anything."""
         ...
 
     async def call_tool(

@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
-from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -24,13 +22,32 @@ from sagelab.agents.base import Agent, AgentContext, AgentTurn, ToolResult
 from sagelab.agents.local.brain import Brain, BrainError, ChatMessage
 from sagelab.agents.local.executor import run_model
 from sagelab.agents.replies import ReplyTask
+from sagelab.conversation.turns import (
+    BargeIn,
+    CancelTranscription,
+    Transcribe,
+    TranscriptionFailed,
+    TurnAction,
+    TurnTaker,
+    UserTurn,
+)
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 16_000
+ModelRunner = Callable[..., Awaitable[Any]]
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 class LocalAgent(Agent):
+    """The asyncio adapter around :class:`~sagelab.conversation.turns.TurnTaker`.
+
+    The turn-taker decides which audio is a turn, when to transcribe it and when the user is
+    done; this class carries those decisions out (transcriptions on the model executor, the
+    reply task, barge-in) and feeds the results back with the time they arrived. ``runner``
+    runs a blocking model call (default: the shared model executor); tests pass one that
+    takes simulated time.
+    """
+
     def __init__(
         self,
         ctx: AgentContext,
@@ -43,6 +60,7 @@ class LocalAgent(Agent):
         max_utterance_s: float = 30.0,
         vad_events: bool = False,
         speculate_after_ms: float | None = 160,
+        runner: ModelRunner = run_model,
     ) -> None:
         super().__init__(ctx)
         self.detector = detector
@@ -51,150 +69,140 @@ class LocalAgent(Agent):
         self.brain = brain
         self.vad_events = vad_events
         self.history: list[ChatMessage] = []
-        self._preroll: deque[np.ndarray] = deque()
-        self._preroll_samples = SAMPLE_RATE * preroll_ms // 1000
-        self._max_samples = int(SAMPLE_RATE * max_utterance_s)
-        self._utterance: list[np.ndarray] | None = None
-        self._utterance_samples = 0
+        self.turns = TurnTaker(
+            detector,
+            preroll_ms=preroll_ms,
+            max_utterance_s=max_utterance_s,
+            speculate_after_ms=speculate_after_ms,
+        )
+        self._run = runner
         self._replies = ReplyTask(ctx)
         self._context_notes: dict[str | None, str] = {}
-        self._samples_seen = 0
-        # Speculative STT: transcription starts once the user has been silent for a moment,
-        # while the detector still waits to be sure the turn is over; if the user goes on
-        # talking the guess is dropped. It hides most of STT inside the end-of-turn wait.
-        self._speculate_after = (
-            None if speculate_after_ms is None else int(speculate_after_ms * SAMPLE_RATE / 1000)
-        )
-        self._guess: tuple[int, asyncio.Future[Any]] | None = None
-        # The audio of the turn being transcribed, until its transcript exists.
-        self._untranscribed: np.ndarray | None = None
+        self._jobs: dict[int, asyncio.Task[None]] = {}
+        # Transcripts heard since the last reply started: one request until the user is done.
+        self._request: list[tuple[AgentTurn, str]] = []
+        # The event id of the reply whose text is the last assistant entry of ``history``.
+        self._history_reply: int | None = None
+        self._actions = asyncio.Lock()
 
     # -- Agent interface -------------------------------------------------------------------
 
     async def start(self) -> None:
         greeting = self.ctx.agent.first_message
         if greeting:
+            turn = self.ctx.begin_turn()
             self.history.append(ChatMessage("assistant", greeting))
-            self._replies.start(self._speak(self.ctx.begin_turn(), _single(greeting)))
+            self._history_reply = turn.event_id
+            self._replies.start(self._speak(turn, _single(greeting)))
 
     async def on_audio(self, pcm: np.ndarray) -> None:
-        events = self.detector.feed(pcm)
-        self._samples_seen += pcm.size
+        actions = self.turns.audio(pcm, _now())
         if self.vad_events and getattr(self.detector, "last_probability", None) is not None:
             await self.ctx.vad_score(float(self.detector.last_probability))
-        if self._utterance is not None:
-            self._append_utterance(pcm)
-        else:
-            self._preroll.append(pcm)
-            while (
-                sum(c.size for c in self._preroll) - self._preroll[0].size > self._preroll_samples
-            ):
-                self._preroll.popleft()
-        for event in events:
-            if event.kind == "speech_start":
-                await self._replies.barge_in()
-                # Speech that ended a turn but was cut off before it was even transcribed
-                # (the user only paused) is the start of this utterance, not lost.
-                carried, self._untranscribed = self._untranscribed, None
-                self._utterance = ([carried] if carried is not None else []) + list(self._preroll)
-                self._utterance_samples = sum(c.size for c in self._utterance)
-                self._preroll.clear()
-                self._guess = None
-            elif self._utterance is not None:
-                audio = np.concatenate(self._utterance) if self._utterance else pcm[:0]
-                self._utterance = None
-                guess = self._guess[1] if self._guess and self._guess[0] == event.sample else None
-                self._guess = None
-                if self._untranscribed is not None:  # a long monologue's earlier piece
-                    audio, guess = np.concatenate([self._untranscribed, audio]), None
-                # How much audio after the real end of speech the detector needed to decide.
-                endpointing_ms = (self._samples_seen - event.sample) * 1000 / SAMPLE_RATE
-                self._replies.start(self._respond_to_speech(audio, endpointing_ms, guess))
-        self._maybe_speculate()
+        if actions:
+            await self._execute(actions)
 
     async def on_user_message(self, text: str) -> None:
-        await self._replies.barge_in()
-        self._untranscribed = None  # typed text starts a new request
-        self._replies.start(self._reply(self.ctx.begin_turn(), text))
+        await self._barge_in()
+        turn = self.ctx.begin_turn()
+        heard = [t for _, t in self._request]
+        self._request = []
+        self._replies.start(self._reply(turn, " ".join([*heard, text])))
 
     async def on_contextual_update(self, text: str, context_id: str | None) -> None:
         # The same context_id replaces the older note, as the protocol reference says.
         self._context_notes[context_id] = text
 
     async def on_interrupt(self) -> None:
-        await self._replies.barge_in()
-        self._untranscribed = None
+        await self._barge_in()
 
     async def close(self) -> None:
+        for task in self._jobs.values():
+            task.cancel()
+        self._jobs.clear()
         await self._replies.cancel()
         await self.brain.aclose()
 
-    # -- turns -----------------------------------------------------------------------------
+    # -- carrying out the turn-taker's actions ----------------------------------------------
 
-    def _append_utterance(self, pcm: np.ndarray) -> None:
-        assert self._utterance is not None
-        self._utterance.append(pcm)
-        self._utterance_samples += pcm.size
-        if self._utterance_samples > self._max_samples:
-            # A monologue longer than the limit is transcribed in pieces rather than held.
-            audio = np.concatenate(self._utterance)
-            self._utterance, self._utterance_samples = [], 0
-            if self._untranscribed is not None:
-                audio = np.concatenate([self._untranscribed, audio])
-            self._replies.start(self._respond_to_speech(audio, None))
+    async def _execute(self, actions: list[TurnAction]) -> None:
+        # One at a time and in order: a barge-in must finish before a later turn's reply starts.
+        async with self._actions:
+            for action in actions:
+                match action:
+                    case Transcribe():
+                        self._jobs[action.job] = asyncio.create_task(
+                            self._transcribe(action.job, action.audio)
+                        )
+                    case CancelTranscription():
+                        task = self._jobs.pop(action.job, None)
+                        if task is not None:
+                            task.cancel()
+                    case BargeIn():
+                        await self._barge_in()
+                    case TranscriptionFailed():
+                        await self.ctx.fail(
+                            "asr_transcription_error", f"speech-to-text failed: {action.message}"
+                        )
+                    case UserTurn():
+                        await self._heard(action)
 
-    def _maybe_speculate(self) -> None:
-        silence_start = getattr(self.detector, "silence_start", None)
-        if self._utterance is None or self._speculate_after is None or silence_start is None:
-            self._guess = None  # speech resumed (or no turn): an earlier guess is stale
-            return
-        if self._guess is not None and self._guess[0] == silence_start:
-            return
-        if self._samples_seen - silence_start < self._speculate_after:
-            return
-        audio = np.concatenate(self._utterance) if self._utterance else np.zeros(0, np.int16)
-        future = asyncio.ensure_future(run_model(self.stt.transcribe, audio))
-        future.add_done_callback(_consume_exception)  # a dropped guess may fail unobserved
-        self._guess = (silence_start, future)
-
-    async def _respond_to_speech(
-        self,
-        audio: np.ndarray,
-        endpointing_ms: float | None,
-        guess: asyncio.Future[Any] | None = None,
-    ) -> None:
-        turn = self.ctx.begin_turn()
-        if endpointing_ms is not None:
-            await self.ctx.stage(turn, "endpointing", endpointing_ms)
-        await self.ctx.stage(turn, "utterance", audio.size * 1000 / SAMPLE_RATE)
-        t0 = time.perf_counter()
-        self._untranscribed = audio
+    async def _transcribe(self, job: int, audio: np.ndarray) -> None:
         try:
-            # With a speculative guess, "stt" is only what is left to wait for.
-            transcript = await (
-                guess if guess is not None else run_model(self.stt.transcribe, audio)
-            )
+            result = await self._run(self.stt.transcribe, audio)
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:
-            self._untranscribed = None
             log.exception("speech-to-text failed")
-            await self.ctx.fail("asr_transcription_error", f"speech-to-text failed: {exc}")
-            return
-        self._untranscribed = None
-        await self.ctx.stage(turn, "stt", (time.perf_counter() - t0) * 1000)
-        await self.ctx.stage(turn, "stt_compute", transcript.elapsed_s * 1000)
-        text = transcript.text.strip()
-        if not text:
-            return  # noise the VAD took for speech: no turn
-        await self.ctx.user_transcript(turn, text)
-        await self._reply(turn, text)
+            actions = self.turns.transcription_failed(job, str(exc), _now())
+        else:
+            actions = self.turns.transcribed(job, result.text, result.elapsed_s * 1000, _now())
+        finally:
+            self._jobs.pop(job, None)
+        if actions:
+            await self._execute(actions)
+
+    async def _heard(self, heard: UserTurn) -> None:
+        if heard.text:
+            turn = self.ctx.begin_turn()
+            if heard.endpointing_ms is not None:
+                await self.ctx.stage(turn, "endpointing", heard.endpointing_ms)
+            await self.ctx.stage(turn, "utterance", heard.utterance_ms)
+            # With a speculative guess, "stt" is only what was left to wait for.
+            await self.ctx.stage(turn, "stt", heard.stt_wait_ms)
+            await self.ctx.stage(turn, "stt_compute", heard.stt_compute_ms)
+            await self.ctx.user_transcript(turn, heard.text)
+            self._request.append((turn, heard.text))
+        if heard.final and self._request:
+            turn = self._request[-1][0]
+            text = " ".join(t for _, t in self._request)
+            self._request = []
+            self._replies.start(self._reply(turn, text))
+
+    async def _barge_in(self) -> None:
+        """The user talks: cut what the agent is saying, stop producing more, and keep in the
+        history only what the user actually heard of the reply."""
+        interrupted = await self.ctx.interrupt()
+        await self._replies.cancel()
+        if (
+            interrupted is not None
+            and interrupted.event_id == self._history_reply
+            and self.history
+            and self.history[-1].role == "assistant"
+        ):
+            self._history_reply = None
+            if interrupted.delivered:
+                self.history[-1] = ChatMessage("assistant", interrupted.delivered)
+            else:
+                self.history.pop()  # nothing was heard: the request is still unanswered
 
     async def _reply(self, turn: AgentTurn, text: str) -> None:
         if self.history and self.history[-1].role == "user":
-            # The previous reply was cut off before the agent said anything: the user was not
-            # done. What they said then and now is one request.
+            # The previous reply was cut off before the agent said anything (or before it was
+            # produced at all): what the user said then and now is one request.
             text = f"{self.history.pop().content} {text}"
         self.history.append(ChatMessage("user", text))
-        t0 = time.perf_counter()
+        t0 = _now()
         pieces = self.brain.respond(
             list(self.history),
             system_prompt=self._system_prompt(),
@@ -210,6 +218,7 @@ class LocalAgent(Agent):
             reply = " ".join(spoken).strip()
             if reply:
                 self.history.append(ChatMessage("assistant", reply))
+                self._history_reply = turn.event_id
 
     async def _speak(
         self, turn: AgentTurn, sentences: AsyncIterator[str], spoken: list[str] | None = None
@@ -233,7 +242,7 @@ class LocalAgent(Agent):
                 await self.ctx.agent_response(turn, " ".join(heard))
 
         producer = asyncio.create_task(produce())
-        t0 = time.perf_counter()
+        t0 = _now()
         first_audio = True
         synth_s = audio_s = 0.0
         try:
@@ -243,14 +252,14 @@ class LocalAgent(Agent):
                 pieces = _first_clause(sentence) if first_audio else [sentence]
                 chunks = (c for piece in pieces for c in self.tts.synthesize(piece))
                 while True:
-                    t_chunk = time.perf_counter()
+                    t_chunk = _now()
                     chunk = await self._next_chunk(chunks)
                     if chunk is None:
                         break
-                    synth_s += time.perf_counter() - t_chunk
+                    synth_s += _now() - t_chunk
                     audio_s += chunk.pcm.size / SAMPLE_RATE
                     if first_audio:
-                        ms = (time.perf_counter() - t0) * 1000
+                        ms = (_now() - t0) * 1000
                         await self.ctx.stage(turn, "tts_first_audio", ms)
                         first_audio = False
                     await self.ctx.agent_audio(turn, chunk.pcm, chunk.alignment)
@@ -264,16 +273,16 @@ class LocalAgent(Agent):
 
     async def _next_chunk(self, chunks: Any) -> Any:
         try:
-            return await run_model(next, chunks, None)
+            return await self._run(next, chunks, None)
         except Exception as exc:
             log.exception("text-to-speech failed")
             await self.ctx.fail("tts_cascade_error", f"text-to-speech failed: {exc}")
             return None
 
     async def _call_tool(self, turn: AgentTurn, name: str, params: dict[str, Any]) -> ToolResult:
-        t0 = time.perf_counter()
+        t0 = _now()
         result = await self.ctx.call_tool(turn, name, params)
-        await self.ctx.stage(turn, "tool", (time.perf_counter() - t0) * 1000)
+        await self.ctx.stage(turn, "tool", (_now() - t0) * 1000)
         return result
 
     def _system_prompt(self) -> str:
@@ -284,9 +293,9 @@ class LocalAgent(Agent):
         return prompt
 
 
-def _consume_exception(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
+def _now() -> float:
+    """The adapter's clock: the event loop's, so a simulated loop runs simulated time."""
+    return asyncio.get_running_loop().time()
 
 
 _CLAUSE_BREAK = re.compile(r"[,:;] ")
@@ -333,7 +342,7 @@ async def _timed(
     first = True
     async for piece in pieces:
         if first and piece:
-            await ctx.stage(turn, "brain_first_text", (time.perf_counter() - t0) * 1000)
+            await ctx.stage(turn, "brain_first_text", (_now() - t0) * 1000)
             first = False
         yield piece
-    await ctx.stage(turn, "brain", (time.perf_counter() - t0) * 1000)
+    await ctx.stage(turn, "brain", (_now() - t0) * 1000)
