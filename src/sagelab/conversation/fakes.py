@@ -119,11 +119,15 @@ class FakeTTS:
         self.delay_s = delay_s
 
     def synthesize(self, text: str) -> Iterator[SpeechChunk]:
+        """Pieces cut between words (a piece keeps its trailing space), as a streaming TTS
+        cuts at clause or word boundaries, never inside a word."""
         per_char = int(self.ms_per_char * SAMPLE_RATE / 1000)
-        bounds = np.linspace(0, len(text), self.chunks + 1).round().astype(int)
+        words = re.findall(r"\S+\s*", text)
+        bounds = np.linspace(0, len(words), min(self.chunks, len(words)) + 1).round().astype(int)
         for a, b in itertools.pairwise(bounds.tolist()):
-            if b <= a:
+            piece = "".join(words[a:b])
+            if not piece:
                 continue
-            pcm = np.full((b - a) * per_char, 500, dtype=np.int16)
-            alignment = [(c, i * per_char / SAMPLE_RATE) for i, c in enumerate(text[a:b])]
-            yield SpeechChunk(pcm=pcm, text=text[a:b], alignment=alignment)
+            pcm = np.full(len(piece) * per_char, 500, dtype=np.int16)
+            alignment = [(c, i * per_char / SAMPLE_RATE) for i, c in enumerate(piece)]
+            yield SpeechChunk(pcm=pcm, text=piece, alignment=alignment)

@@ -39,6 +39,7 @@ from sagelab.conversation.events import (
 from sagelab.server import closecodes
 
 SAMPLE_RATE = 16_000
+_EPSILON = 1e-6  # a deadline this close is due: float sums must not make a timer spin
 
 __all__ = [
     "AgentTurn",
@@ -293,7 +294,7 @@ class ServerSession:
         if self.closed:
             return []
         actions = self._send_due_audio(now)
-        if now >= self._next_ping:
+        if now + _EPSILON >= self._next_ping:
             event_id = self.next_event_id()
             self._pings[event_id] = now
             if len(self._pings) > 64:  # a client that never answers must not grow this forever
@@ -301,7 +302,7 @@ class ServerSession:
             actions.append(Send(Ping(event_id, self.last_rtt_ms)))
             self._next_ping = max(self._next_ping + self.settings.ping_interval_s, now)
         for call_id, wait in list(self._tools.items()):
-            if wait.deadline is not None and now >= wait.deadline:
+            if wait.deadline is not None and now + _EPSILON >= wait.deadline:
                 del self._tools[call_id]
                 actions.append(
                     ToolDone(
@@ -311,11 +312,11 @@ class ServerSession:
                         True,
                     )
                 )
-        if now - self.started_at > self.settings.max_duration_s:
+        if now + _EPSILON - self.started_at >= self.settings.max_duration_s:
             actions.append(self._close(closecodes.NORMAL, "max_duration_exceeded"))
         elif self.detached:
             self._last_input = now  # a held session's clock is the resume grace window
-        elif now - self._last_input > self.settings.idle_timeout_s:
+        elif now + _EPSILON - self._last_input >= self.settings.idle_timeout_s:
             actions.append(
                 self._close(
                     closecodes.OPERATIONAL,
@@ -334,7 +335,7 @@ class ServerSession:
                 # First chunk, or the producer fell behind and the client ran dry: the
                 # client's playout clock restarts now.
                 turn.stream_t0 = now - turn.sent_s
-            if turn.stream_t0 + turn.sent_s - self._lead > now:
+            if turn.stream_t0 + turn.sent_s - self._lead > now + _EPSILON:
                 break
             self._audio.popleft()
             first = turn.sent_s == 0

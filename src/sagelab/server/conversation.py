@@ -118,6 +118,8 @@ class Conversation:
             if timeout is None or timeout > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
+            else:
+                await asyncio.sleep(0)  # due now: still let others run between ticks
             self._wake.clear()
             await self._apply(self.core.tick(self._now()))
 

@@ -1,0 +1,227 @@
+"""The real adapters (server ``Conversation`` + ``LocalAgent``) in simulated time.
+
+Nothing here sleeps on the wall clock: the loop's clock jumps from timer to timer, the models
+are fakes whose delays are simulated, and a minute of conversation runs in a fraction of a
+second. The checks are the issue's invariants, on the frames the client would receive:
+every unit of speech transcribed once and in order, every ``agent_response`` followed by its
+audio or by ``interruption`` + ``agent_response_correction`` with what was heard, no audio of
+a turn after its interruption, event ids that never go back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sagelab.agents.base import ResolvedAgent
+from sagelab.agents.local.brains.echo import EchoBrain
+from sagelab.agents.local.pipeline import LocalAgent
+from sagelab.agents.turns import EnergyTurnDetector
+from sagelab.config import load_config
+from sagelab.conversation.fakes import FakeSTT, FakeTTS, MarkedSpeech, heard_units
+from sagelab.conversation.simulation import run_simulated, simulated_runner
+from sagelab.server.conversation import Conversation
+from sagelab.server.metrics import ServerMetrics
+from sagelab.server.transport import Transport
+
+GREETING = "Hello, I am the test agent. Ask me anything you like."
+
+
+@dataclass
+class Frame:
+    t: float
+    kind: str
+    event_id: int | None
+    data: Any = None
+
+
+class RecordingTransport(Transport):
+    """A client that reads everything at once; records each frame with the loop's time."""
+
+    protocol = "convai"
+
+    def __init__(self) -> None:
+        self.frames: list[Frame] = []
+
+    def _rec(self, kind: str, event_id: int | None, data: Any = None) -> None:
+        self.frames.append(Frame(asyncio.get_running_loop().time(), kind, event_id, data))
+
+    async def send_metadata(
+        self, conversation_id: str, input_format: str, output_format: str
+    ) -> None:
+        self._rec("metadata", None)
+
+    async def send_ping(self, event_id: int, ping_ms: int | None) -> None:
+        self._rec("ping", event_id)
+
+    async def send_user_transcript(self, text: str, event_id: int, *, tentative: bool) -> None:
+        self._rec("user_transcript", event_id, text)
+
+    async def send_agent_response(self, text: str, event_id: int) -> None:
+        self._rec("agent_response", event_id, text)
+
+    async def send_audio(self, payload: Any, event_id: int, alignment: Any) -> None:
+        self._rec("audio", event_id, len(payload) / 16000)
+
+    async def send_interruption(self, event_id: int) -> None:
+        self._rec("interruption", event_id)
+
+    async def send_correction(self, original: str, corrected: str, event_id: int) -> None:
+        self._rec("correction", event_id, (original, corrected))
+
+    async def send_client_tool_call(
+        self, name: str, tool_call_id: str, parameters: Any, event_id: int
+    ) -> None:
+        self._rec("client_tool_call", event_id, tool_call_id)
+
+    async def send_tool_response(
+        self, name: str, tool_call_id: str, tool_type: str, is_error: bool, event_id: int
+    ) -> None:
+        self._rec("tool_response", event_id)
+
+    async def send_vad_score(self, score: float) -> None:
+        return
+
+    async def send_error(self, code: int, error_type: str, message: str) -> None:
+        self._rec("error", None, (error_type, message))
+
+    async def close(self, code: int, reason: str) -> None:
+        self._rec("close", None, code)
+
+
+def _agent() -> ResolvedAgent:
+    return ResolvedAgent(
+        id="sim",
+        name="sim",
+        prompt="",
+        first_message=GREETING,
+        language="en",
+        voice=None,
+        tools=(),
+        backend="local",
+        options={},
+        input_format="pcm_16000",
+        output_format="pcm_16000",
+    )
+
+
+def converse(
+    speech: MarkedSpeech, chunk_ms: int, stt_delays: list[float], tts_delay: float = 0.05
+) -> list[Frame]:
+    """Stream ``speech`` to a local agent in simulated real time; the frames the client got."""
+    config = load_config(None, env={}, port=0, ping_interval_s=1.0)
+    delays = itertools.cycle(stt_delays)
+    stt, tts = FakeSTT(), FakeTTS(ms_per_char=50, chunks=3)
+
+    def delay(fn: Any) -> float:
+        return next(delays) if getattr(fn, "__self__", None) is stt else tts_delay
+
+    async def main() -> list[Frame]:
+        transport = RecordingTransport()
+        conv = Conversation(
+            conversation_id="conv_sim",
+            agent=_agent(),
+            transport=transport,
+            config=config,
+            metrics=ServerMetrics(),
+            store=None,
+        )
+        agent = LocalAgent(
+            conv,
+            detector=EnergyTurnDetector(silence_ms=400),
+            stt=stt,
+            tts=tts,
+            brain=EchoBrain(prefix="Heard "),
+            runner=simulated_runner(delay),
+        )
+        await conv.start(agent)
+        pcm = speech.pcm
+        step = chunk_ms * 16
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        for k, i in enumerate(range(0, pcm.size, step)):
+            await asyncio.sleep(max(0.0, t0 + (k + 1) * chunk_ms / 1000 - loop.time()))
+            conv.touch()
+            await conv.run_backend(agent.on_audio(pcm[i : i + step]))
+        await asyncio.sleep(30)  # long enough for every reply to play out
+        await conv.close(1000, "done")
+        return transport.frames
+
+    return run_simulated(main)
+
+
+def check_invariants(speech: MarkedSpeech, frames: list[Frame]) -> None:
+    transcripts = [f.data for f in frames if f.kind == "user_transcript"]
+    expected = [(u, 160) for u in range(speech.units)]
+    assert heard_units(transcripts) == expected
+    turn_ids = [f.event_id for f in frames if f.kind not in ("ping", "metadata", "error", "close")]
+    first_seen = list(dict.fromkeys(turn_ids))
+    assert first_seen == sorted(first_seen), "a turn's event id went back"
+    ping_ids = [f.event_id for f in frames if f.kind == "ping"]
+    assert ping_ids == sorted(set(ping_ids)) and not set(ping_ids) & set(first_seen)
+    for eid in {f.event_id for f in frames if f.kind == "agent_response"}:
+        mine = [f for f in frames if f.event_id == eid]
+        cut = [f.t for f in mine if f.kind == "interruption"]
+        audio = [f for f in mine if f.kind == "audio"]
+        if cut:
+            assert all(f.t <= cut[0] for f in audio), "audio after its interruption"
+            responses = " ".join(f.data for f in mine if f.kind == "agent_response")
+            corrections = [f.data for f in mine if f.kind == "correction"]
+            assert len(corrections) <= 1
+            if corrections:
+                original, corrected = corrections[0]
+                assert original == responses and responses.startswith(corrected)
+        else:
+            assert audio, f"turn {eid}: agent_response with neither audio nor interruption"
+
+
+@st.composite
+def speech_patterns(draw: st.DrawFn) -> MarkedSpeech:
+    speech = MarkedSpeech().add_silence(draw(st.integers(0, 4000)))  # often over the greeting
+    for _ in range(draw(st.integers(1, 5))):
+        speech.add_speech(draw(st.integers(150, 3500)))
+        speech.add_silence(
+            draw(st.one_of(st.integers(30, 300), st.integers(350, 600), st.integers(700, 3000)))
+        )
+    return speech.add_silence(1500)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    speech=speech_patterns(),
+    chunk_ms=st.integers(10, 500),
+    stt_delays=st.lists(st.floats(0.0, 1.5), min_size=1, max_size=4),
+)
+def test_local_agent_loses_nothing_and_keeps_the_protocol(
+    speech: MarkedSpeech, chunk_ms: int, stt_delays: list[float]
+) -> None:
+    check_invariants(speech, converse(speech, chunk_ms, stt_delays))
+
+
+def test_a_long_reading_with_pauses_at_the_sdk_chunk_size() -> None:
+    # The shape of the reported failure: a 40 s passage with natural pauses, some long enough
+    # to end a turn, streamed in 250 ms chunks while transcription takes its time.
+    rng = np.random.default_rng(7)
+    speech = MarkedSpeech().add_silence(1200)
+    while speech.samples < 40 * 16000:
+        speech.add_speech(int(rng.integers(800, 4000)))
+        speech.add_silence(int(rng.choice([120, 250, 420, 480, 650, 900])))
+    frames = converse(speech, 250, [0.35, 0.9, 0.2])
+    check_invariants(speech, frames)
+    assert any(f.kind == "agent_response" for f in frames)
+
+
+def test_speech_over_the_greeting_cuts_it_and_says_what_was_heard() -> None:
+    speech = MarkedSpeech().add_silence(1500).add_speech(1200).add_silence(2500)
+    frames = converse(speech, 20, [0.2])
+    check_invariants(speech, frames)
+    greeting_id = next(f.event_id for f in frames if f.kind == "agent_response")
+    assert any(f.kind == "interruption" and f.event_id == greeting_id for f in frames)
+    (original, corrected) = next(f.data for f in frames if f.kind == "correction")
+    assert original == GREETING and GREETING.startswith(corrected) and corrected != GREETING
