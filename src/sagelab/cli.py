@@ -603,7 +603,7 @@ def loadtest(
 
         try:
             result = run_loadtest(opts, progress)
-        except (FileNotFoundError, ValueError) as exc:
+        except (FileNotFoundError, ValueError, RuntimeError) as exc:
             raise fail(str(exc)) from exc
     if as_json:
         print(json.dumps(result.summary))

@@ -200,8 +200,11 @@ def run_loadtest(opts: LoadtestOptions, progress: Any = None) -> LoadtestResult:
 
     raw = read_raw(run.raw_logs())
     if not len(raw):
+        joined = len(read_roster(run_dir / "workers.json"))
         raise RuntimeError(
-            f"locust exited with {rc} and no user measured anything:\n{run.log_tail()}"
+            f"locust exited with {rc} and no user measured anything ({joined} of "
+            f"{run.expected_workers} workers joined within {opts.workers_wait_s:g} s); "
+            f"see {run_dir}/locust-master.log:\n{run.log_tail(800)}"
         )
     summary = measure(raw)
     violations = opts.budget.violations(summary)
