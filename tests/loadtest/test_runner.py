@@ -72,6 +72,7 @@ def test_a_run_is_a_master_and_local_workers_that_join_it(tmp_path: Path) -> Non
     assert [name for name, _, _ in workers] == ["locust-worker-1", "locust-worker-2"]
     for _, argv, env in workers:
         assert "--worker" in argv and argv[argv.index("--master-port") + 1] == "5599"
+        assert argv[argv.index("-f") + 1] == "pkg/locustfile.py"
         assert argv[argv.index("--master-host") + 1] == "127.0.0.1"  # a wildcard bind
         assert "-u" not in argv and "RelayUser" not in argv  # the master hands out users
         assert "SAGELAB_AGENT" not in env  # settings come from the master, not the env

@@ -108,7 +108,9 @@ class LocustRun:
             master_env["SAGELAB_RUN_TIME_S"] = repr(self.run_time_s)
         out = [("locust-master", self.master_argv(), master_env)]
         for i in range(1, self.local_workers + 1):
-            argv = worker_argv(self.locustfiles, connect_host(self.bind_host), self.port)
+            # The users only: a shape runs on the master (and needs settings workers lack).
+            users = self.locustfiles[:1]
+            argv = worker_argv(users, connect_host(self.bind_host), self.port)
             out.append((f"locust-worker-{i}", argv, {"SAGELAB_WORKER_NAME": f"local-{i}"}))
         return out
 
