@@ -525,7 +525,8 @@ def loadtest(
     ] = None,
 ) -> None:
     """Locust users stream real-time speech (ConvAI or relay); percentiles, stutter, errors,
-    server load, plots; exits 1 when the budget is broken. With --step: a capacity search."""
+    server load, plots; exits 1 when the budget is broken, 3 when a worker was lost. With
+    --step: a capacity search. With --expect-workers: workers join from other machines."""
     import os
     from dataclasses import replace
 

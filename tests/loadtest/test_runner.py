@@ -104,3 +104,14 @@ def test_cli_refuses_an_unknown_backend() -> None:
     )
     assert out.returncode == 2
     assert "use one of scripted, local" in out.stdout
+
+
+def test_a_worker_refuses_a_master_address_it_cannot_use() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "sagelab", "loadtest-worker", "--master", "master.lan:port"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "--master port must be a number" in out.stdout

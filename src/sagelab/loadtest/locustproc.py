@@ -111,7 +111,10 @@ class LocustRun:
             # The users only: a shape runs on the master (and needs settings workers lack).
             users = self.locustfiles[:1]
             argv = worker_argv(users, connect_host(self.bind_host), self.port)
-            out.append((f"locust-worker-{i}", argv, {"SAGELAB_WORKER_NAME": f"local-{i}"}))
+            extra = {"SAGELAB_WORKER_NAME": f"local-{i}"}
+            if "SAGELAB_API_KEY" in self.env:  # this machine's own workers: no network hop
+                extra["SAGELAB_API_KEY"] = self.env["SAGELAB_API_KEY"]
+            out.append((f"locust-worker-{i}", argv, extra))
         return out
 
     def start(self) -> LocustRun:
