@@ -43,12 +43,12 @@ $(CHROMIUM):
 chromium: $(CHROMIUM)
 
 test: install $(CHROMIUM)
-	$(BIN)/ruff check src tests loadtests
+	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check src tests loadtests
-	$(BIN)/ruff format --check src tests loadtests
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
 
 bench-transport: install
 	$(BIN)/sagelab bench transport --sessions 1 --seconds 20

@@ -462,8 +462,20 @@ def loadtest(
         ),
     ] = False,
     processes: Annotated[
-        int, typer.Option(help="Locust worker processes; 2+ runs a master and workers")
+        int, typer.Option(help="Locust worker processes on this machine (0: only remote ones)")
     ] = 1,
+    expect_workers: Annotated[
+        int, typer.Option(help="Workers joining from other machines (sagelab loadtest-worker)")
+    ] = 0,
+    bind: Annotated[
+        str, typer.Option(help="Address the locust master listens on for workers")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int | None, typer.Option(help="Master port (default: free; 5557 with --expect-workers)")
+    ] = None,
+    workers_wait: Annotated[
+        float, typer.Option(help="Seconds to wait for every worker to join")
+    ] = 60.0,
     config: ConfigOpt = None,
     step: Annotated[
         bool,
@@ -513,7 +525,8 @@ def loadtest(
     ] = None,
 ) -> None:
     """Locust users stream real-time speech (ConvAI or relay); percentiles, stutter, errors,
-    server load, plots; exits 1 when the budget is broken. With --step: a capacity search."""
+    server load, plots; exits 1 when the budget is broken, 3 when a worker was lost. With
+    --step: a capacity search. With --expect-workers: workers join from other machines."""
     import os
     from dataclasses import replace
 
@@ -565,9 +578,10 @@ def loadtest(
             users=users, spawn_rate=spawn_rate, run_time=run_time, target=target,
             agent=agent_id, backend=kind, protocol=protocol,  # type: ignore[arg-type]
             signed_url=signed_url, api_key=os.environ.get("ELEVENLABS_API_KEY"),
-            processes=processes, config=config, budget=budget, speech=speech, gap_ms=gap_ms,
-            lead_ms=lead_ms, relay_session_s=relay_session_s, step=plan, out_dir=out,
-            data_dir=data_dir(),
+            processes=processes, remote_workers=expect_workers, bind_host=bind, port=port,
+            workers_wait_s=workers_wait, config=config, budget=budget, speech=speech,
+            gap_ms=gap_ms, lead_ms=lead_ms, relay_session_s=relay_session_s, step=plan,
+            out_dir=out,
         )  # fmt: skip
         opts.check()
         if plan is None:
@@ -590,13 +604,49 @@ def loadtest(
 
         try:
             result = run_loadtest(opts, progress)
-        except (FileNotFoundError, ValueError) as exc:
+        except (FileNotFoundError, ValueError, RuntimeError) as exc:
             raise fail(str(exc)) from exc
     if as_json:
         print(json.dumps(result.summary))
     else:
         print_table(result.summary, console)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
+@app.command("loadtest-worker")
+def loadtest_worker(
+    master: Annotated[str, typer.Option(help="The master's host[:port] (port default 5557)")],
+    processes: Annotated[int, typer.Option(help="Locust worker processes (one core each)")] = 1,
+    source_address: Annotated[
+        str | None, typer.Option(help="Local address the sessions leave from")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Name in the master's summary")] = None,
+    out: Annotated[
+        Path, typer.Option(help="Folder for this worker's logs and its own tally")
+    ] = Path("."),
+) -> None:
+    """Join a `sagelab loadtest` master from this machine and run its users until it ends the
+    run; every measurement goes to the master."""
+    from sagelab.loadtest.worker import WorkerOptions, parse_master, run_worker
+
+    try:
+        host, master_port = parse_master(master)
+        opts = WorkerOptions(host, master_port, processes, out, source_address, name)
+        opts.check()
+    except ValueError as exc:
+        console.print(f"[red]loadtest-worker:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    console.print(f"joining the master at {host}:{master_port} with {processes} process(es)")
+    result = run_worker(opts)
+    for tally in result.tallies:
+        console.print(
+            f"{tally['name']}: {tally['rows']} measurements sent, "
+            f"{tally['tally'].get('first_audio', 0)} replies timed",
+            highlight=False,
+        )
     if not result.ok:
+        console.print(f"[red]locust exited with {result.exit_codes}; see {out}/locust-worker-*.log")
         raise typer.Exit(1)
 
 

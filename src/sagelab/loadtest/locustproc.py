@@ -1,29 +1,70 @@
-"""Locust as child processes: one standalone process, or a master and workers on loopback.
+"""Locust as child processes: a master, and worker processes on this machine or on others.
 
 Locust monkey-patches the standard library for gevent on import, so it never runs inside
-sagelab's own process. A single locust process is one core at most; with ``workers >= 2``
-this uses locust's own distributed mode (``--master`` with ``--expect-workers``, ``--worker``
-processes connecting to it on 127.0.0.1), exactly as one would across machines, and each
-worker writes its own raw log (``SAGELAB_WORKER`` numbers them) for the runner to merge.
+sagelab's own process. Every run uses locust's distributed mode, even on one machine: a
+master (``--master``, which runs no users) and workers (``--worker``) joining it by host and
+port, on loopback or from other machines (``sagelab loadtest-worker``). One code path means a
+run on one laptop measures exactly the way a run across ten generator machines does; the
+master is cheap (it only counts and writes what workers send).
+
+The master is not given ``--run-time``: :mod:`sagelab.loadtest.locustplugin` ends the run
+itself (``SAGELAB_RUN_TIME_S``) so that every worker's last measurements arrive first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import IO
 
-from sagelab.bench.serverproc import free_port
+#: locust's own default master port.
+DEFAULT_PORT = 5557
+
+
+@contextlib.contextmanager
+def packaged_locustfiles(shape: bool) -> Iterator[list[Path]]:
+    """The users (and the step shape) as files, read from the installed package."""
+    package = resources.files("sagelab.loadtest")
+    with contextlib.ExitStack() as stack:
+        files = [stack.enter_context(resources.as_file(package / "locustfile.py"))]
+        if shape:
+            files.append(stack.enter_context(resources.as_file(package / "step_shape.py")))
+        yield files
+
+
+def locust_base(locustfiles: list[Path]) -> list[str]:
+    return [sys.executable, "-m", "locust", "-f", ",".join(str(f) for f in locustfiles)]
+
+
+def worker_argv(locustfiles: list[Path], master_host: str, master_port: int) -> list[str]:
+    """One locust worker joining a master (the master names the user class to run)."""
+    return [
+        *locust_base(locustfiles),
+        "--worker",
+        "--master-host",
+        master_host,
+        "--master-port",
+        str(master_port),
+    ]
+
+
+def connect_host(bind_host: str) -> str:
+    """Where a worker on this machine reaches a master bound to ``bind_host``."""
+    return "127.0.0.1" if bind_host in ("*", "0.0.0.0", "", "::") else bind_host
 
 
 @dataclass
 class LocustRun:
-    """Everything the locust command lines need; ``users``/``run_time`` unused with a shape."""
+    """A master plus ``local_workers`` worker processes here; ``remote_workers`` more are
+    expected to join from elsewhere. ``users``/``run_time_s`` are unused with a shape."""
 
     locustfiles: list[Path]
     user_class: str
@@ -32,74 +73,75 @@ class LocustRun:
     env: dict[str, str]
     users: int = 1
     spawn_rate: float = 1.0
-    run_time: str | None = None
-    workers: int = 1
+    run_time_s: float | None = None
+    local_workers: int = 1
+    remote_workers: int = 0
+    bind_host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    workers_wait_s: float = 60.0
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _logs: list[IO[bytes]] = field(default_factory=list)
 
     @property
-    def distributed(self) -> bool:
-        return self.workers >= 2
+    def expected_workers(self) -> int:
+        return self.local_workers + self.remote_workers
 
     def raw_logs(self) -> list[Path]:
-        n = self.workers if self.distributed else 1
-        return [self.run_dir / f"raw-{i}.jsonl" for i in range(1, n + 1)]
+        """The master's per-worker logs of what it received (workers numbered as they join)."""
+        return sorted(self.run_dir.glob("raw-*.jsonl"))
 
-    def _base(self) -> list[str]:
-        files = ",".join(str(f) for f in self.locustfiles)
-        return [sys.executable, "-m", "locust", "-f", files]
-
-    def _load(self) -> list[str]:
-        cmd = ["--headless", "--host", self.host, "--csv", str(self.run_dir / "locust")]
-        cmd += ["--only-summary"]
-        if self.run_time is not None:
-            cmd += ["-u", str(self.users), "-r", str(self.spawn_rate), "-t", self.run_time]
+    def master_argv(self) -> list[str]:
+        cmd = [*locust_base(self.locustfiles), "--headless", "--host", self.host]
+        cmd += ["--csv", str(self.run_dir / "locust"), "--only-summary"]
+        if self.run_time_s is not None:
+            cmd += ["-u", str(self.users), "-r", str(self.spawn_rate)]
+        cmd += ["--master", "--master-bind-host", self.bind_host]
+        cmd += ["--master-bind-port", str(self.port)]
+        cmd += ["--expect-workers", str(self.expected_workers)]
+        cmd += ["--expect-workers-max-wait", f"{self.workers_wait_s:g}", self.user_class]
         return cmd
 
-    def commands(self, master_port: int | None = None) -> list[tuple[str, list[str], int]]:
-        """(log name, argv, worker number) per process; the master or standalone one first."""
-        if not self.distributed:
-            return [("locust", [*self._base(), *self._load(), self.user_class], 1)]
-        port = str(master_port or 5557)
-        master = [*self._base(), *self._load(), "--master", "--master-bind-host", "127.0.0.1"]
-        master += ["--master-bind-port", port, "--expect-workers", str(self.workers)]
-        master += ["--expect-workers-max-wait", "60", self.user_class]
-        out = [("locust-master", master, 0)]
-        for i in range(1, self.workers + 1):
-            worker = [*self._base(), "--worker", "--master-host", "127.0.0.1"]
-            worker += ["--master-port", port, self.user_class]
-            out.append((f"locust-worker-{i}", worker, i))
+    def commands(self) -> list[tuple[str, list[str], dict[str, str]]]:
+        """(log name, argv, extra environment) per process; the master first."""
+        master_env = self.env | {"SAGELAB_RUN_DIR": str(self.run_dir.resolve())}
+        if self.run_time_s is not None:
+            master_env["SAGELAB_RUN_TIME_S"] = repr(self.run_time_s)
+        out = [("locust-master", self.master_argv(), master_env)]
+        for i in range(1, self.local_workers + 1):
+            # The users only: a shape runs on the master (and needs settings workers lack).
+            users = self.locustfiles[:1]
+            argv = worker_argv(users, connect_host(self.bind_host), self.port)
+            extra = {"SAGELAB_WORKER_NAME": f"local-{i}"}
+            if "SAGELAB_API_KEY" in self.env:  # this machine's own workers: no network hop
+                extra["SAGELAB_API_KEY"] = self.env["SAGELAB_API_KEY"]
+            out.append((f"locust-worker-{i}", argv, extra))
         return out
 
     def start(self) -> LocustRun:
-        port = free_port() if self.distributed else None
-        for name, argv, worker in self.commands(port):
-            env = os.environ | self.env | {"SAGELAB_WORKER": str(worker)}
-            env.pop("SAGELAB_RAW_LOG", None)  # the master runs no users
-            if worker:
-                env["SAGELAB_RAW_LOG"] = str(self.raw_logs()[worker - 1].resolve())
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("SAGELAB_")}
+        for name, argv, extra in self.commands():
             log = (self.run_dir / f"{name}.log").open("wb")
             self._logs.append(log)
-            self.procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env))
+            self.procs.append(
+                subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=clean | extra)
+            )
         return self
 
     @property
-    def leader(self) -> subprocess.Popen[bytes]:
-        """The process that runs the test: the master, or the only one."""
+    def master(self) -> subprocess.Popen[bytes]:
         return self.procs[0]
 
     def running(self) -> bool:
-        return self.leader.poll() is None
+        return self.master.poll() is None
 
     def stop(self) -> None:
-        """End the test early, as Ctrl-C would: locust treats it like the end of the run time
-        (users stop, the master tells its workers to quit, statistics are written). SIGTERM
-        would not do: during a shape test locust has not installed its handler for it yet."""
+        """End the test early the way its end does (workers stop and send what they have):
+        SIGUSR1, which :mod:`sagelab.loadtest.locustplugin` handles on the master."""
         if self.running():
-            self.leader.send_signal(signal.SIGINT)
+            self.master.send_signal(signal.SIGUSR1)
 
     def wait(self, timeout: float) -> int:
-        """The leader's exit code, once every process has ended (killed after ``timeout``)."""
+        """The master's exit code, once every process has ended (killed after ``timeout``)."""
         deadline = time.monotonic() + timeout
         for proc in self.procs:
             try:
@@ -109,9 +151,8 @@ class LocustRun:
                 proc.wait()
         for log in self._logs:
             log.close()
-        return self.leader.returncode
+        return self.master.returncode
 
     def log_tail(self, chars: int = 2000) -> str:
-        name = "locust-master" if self.distributed else "locust"
-        path = self.run_dir / f"{name}.log"
+        path = self.run_dir / "locust-master.log"
         return path.read_text(errors="replace")[-chars:] if path.is_file() else ""

@@ -163,10 +163,11 @@ class RawLog:
     """Append-only JSONL of every measurement, unrounded (locust rounds what it stores).
 
     One line per value: worker ``w``, user, metric, ``value_ms`` (null for failures), wall time
-    ``t``, ``ok``, ``error`` and extra fields (a close's ``code``). Lines are written whole under
-    a lock, so greenlets of one process never interleave; each locust worker process writes its
-    own file (``SAGELAB_RAW_LOG``) and ``sagelab loadtest`` merges them. The buffer is flushed
-    at least once a second so a capacity search can judge a step while the test runs.
+    ``t``, ``ok``, ``error`` and extra fields (a close's ``code``): the format of the master's
+    per-worker logs too (:mod:`sagelab.loadtest.collect`). Lines are written whole under a
+    lock, so greenlets of one process never interleave. Used by a standalone locust process
+    (``locust -f …/locustfile.py`` without a master, ``SAGELAB_RAW_LOG``); workers send their
+    rows to the master instead. The buffer is flushed at least once a second.
     """
 
     FLUSH_S = 1.0

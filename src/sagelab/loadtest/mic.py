@@ -35,6 +35,7 @@ from sagelab.audio import (
     silence,
     speech_bounds,
 )
+from sagelab.audio.io import AudioSource
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class MicLoop:
 
     @classmethod
     def convai(
-        cls, path: str | Path, *, gap_ms: int = 2500, chunk_ms: int = 100, lead_ms: int = 0
+        cls, path: AudioSource, *, gap_ms: int = 2500, chunk_ms: int = 100, lead_ms: int = 0
     ) -> MicLoop:
         cycle, chunk, bounds = _cycle(path, gap_ms, chunk_ms)
 
@@ -105,7 +106,7 @@ class MicLoop:
     @classmethod
     def relay(
         cls,
-        path: str | Path,
+        path: AudioSource,
         *,
         gap_ms: int = 2500,
         chunk_ms: int = 100,
@@ -162,13 +163,16 @@ class MicLoop:
         )
 
 
-def _cycle(path: str | Path, gap_ms: int, chunk_ms: int) -> tuple[np.ndarray, int, tuple[int, int]]:
+def _cycle(
+    path: AudioSource, gap_ms: int, chunk_ms: int
+) -> tuple[np.ndarray, int, tuple[int, int]]:
     """The recording plus ``gap_ms`` of silence, padded to whole chunks; speech bounds in it."""
     if gap_ms < 0 or chunk_ms <= 0:
         raise ValueError(f"need gap_ms >= 0 and chunk_ms > 0, got {gap_ms} and {chunk_ms}")
     speech = load_audio(path)
     if speech.size == 0:
-        raise ValueError(f"{path} holds no audio; give a recording of speech")
+        what = path if isinstance(path, str | Path) else "the recording"
+        raise ValueError(f"{what} holds no audio; give a recording of speech")
     # A recording's leading and trailing room tone is not speech.
     bounds = speech_bounds(speech) or (0, speech.size)
     chunk = SAMPLE_RATE * chunk_ms // 1000

@@ -1,11 +1,17 @@
-"""``sagelab loadtest``: a server process, locust processes, one summary, plots and a verdict.
+"""``sagelab loadtest``: a server process, a locust master and workers, one summary, plots and
+a verdict.
 
 The server runs in its own process (unless ``--target`` names another), so the CPU and memory
-sampled are the server's alone, and locust runs in others (one, or a master and workers), so
-gevent's monkey patching never reaches this process. Afterwards the users' raw logs are merged
-into one DataFrame, measured (:mod:`sagelab.loadtest.summary`), judged against a budget and
-plotted (:mod:`sagelab.loadtest.plots`); ``--step`` adds a capacity search
+sampled are the server's alone, and locust runs in others (a master, and workers here or on
+other machines), so gevent's monkey patching never reaches this process. Workers send every
+raw measurement to the master, which keeps one log per worker in the run directory; afterwards
+they are merged into one DataFrame, measured (:mod:`sagelab.loadtest.summary`), judged against
+a budget and plotted (:mod:`sagelab.loadtest.plots`), and the workers' own health is reported
+(:mod:`sagelab.loadtest.generators`). ``--step`` adds a capacity search
 (:mod:`sagelab.loadtest.steps`) that stops the test at the first step that breaks the budget.
+
+Exit codes (:attr:`LoadtestResult.exit_code`): 0 the budget was met, 1 it was broken, 3 a
+worker was lost mid-run (its figures are missing, so no verdict on the whole is honest).
 """
 
 from __future__ import annotations
@@ -19,14 +25,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sagelab.bench.serverproc import ResourceSampler, ServerProcess
+from sagelab.bench.serverproc import ResourceSampler, ServerProcess, free_port
 from sagelab.loadtest import steps as stepmod
-from sagelab.loadtest.locustproc import LocustRun
+from sagelab.loadtest.generators import read_roster, worker_report
+from sagelab.loadtest.locustproc import DEFAULT_PORT, LocustRun, packaged_locustfiles
 from sagelab.loadtest.plots import plot_capacity, plot_run, users_over_time
 from sagelab.loadtest.serverconf import with_auth
+from sagelab.loadtest.settings import BUNDLED_PREFIX, is_loopback
 from sagelab.loadtest.summary import Budget, RawTail, measure, read_raw
 
 Protocol = Literal["convai", "relay"]
+#: ``sagelab loadtest``'s exit code when a worker was lost mid-run.
+LOST_WORKER_EXIT = 3
+#: Workers send measurements about once a second: a step is judged this long after its end.
+BATCH_DELAY_S = 2.5
 USER_CLASSES: dict[str, str] = {"convai": "ConvAIUser", "relay": "RelayUser"}
 #: ``--backend`` names the kind of agent; these are the bundled agents of each kind.
 BACKEND_AGENTS: dict[str, str] = {"scripted": "scripted", "local": "audio-sage"}
@@ -38,7 +50,7 @@ class Workload:
     sentence or two, and enough silence after it to hear the answer out before speaking again
     (a user who talks over every reply measures barge-in, not capacity)."""
 
-    speech: str  # relative to data/
+    speech: str  # a recording shipped in the package (sagelab.loadtest.settings)
     gap_ms: int
     lead_ms: int = 0
 
@@ -47,8 +59,8 @@ class Workload:
         if backend == "local":
             # "Search for customers in Oslo." → two accounts read out, ~4 s of reply; the
             # greeting takes ~7 s.
-            return cls("demo/user/01_search.wav", gap_ms=7000, lead_ms=8000)
-        return cls("speech/goforward.wav", gap_ms=2500)
+            return cls("search.wav", gap_ms=7000, lead_ms=8000)
+        return cls("goforward.wav", gap_ms=2500)
 
 
 def default_budget(backend: str) -> Budget:
@@ -70,7 +82,11 @@ class LoadtestOptions:
     protocol: Protocol = "convai"
     signed_url: bool = False
     api_key: str | None = None  # for --signed-url against a --target
-    processes: int = 1
+    processes: int = 1  # worker processes on this machine
+    remote_workers: int = 0  # workers expected to join from other machines
+    bind_host: str = "127.0.0.1"  # where the master listens for workers
+    port: int | None = None  # default: a free one, or 5557 when remote workers are expected
+    workers_wait_s: float = 60.0
     config: Path | None = None
     budget: Budget = field(default_factory=Budget)
     speech: Path | None = None
@@ -81,7 +97,6 @@ class LoadtestOptions:
     settle_s: float | None = None
     out_dir: Path | None = None
     locustfile: Path | None = None
-    data_dir: Path | None = None
 
     def check(self) -> None:
         """Refuse contradictory options before anything starts, saying what to change."""
@@ -91,8 +106,19 @@ class LoadtestOptions:
             raise ValueError(
                 "--signed-url applies to the ConvAI protocol; the relay route has no signed URLs"
             )
-        if self.processes < 1:
-            raise ValueError(f"--processes must be at least 1, got {self.processes}")
+        if self.processes < 0 or self.remote_workers < 0:
+            raise ValueError("--processes and --expect-workers cannot be negative")
+        if self.processes + self.remote_workers < 1:
+            raise ValueError(
+                "--processes must be at least 1 unless --expect-workers names workers "
+                "joining from other machines"
+            )
+        if self.remote_workers and self.target is None and not is_loopback(self.bind_host):
+            raise ValueError(
+                "workers on other machines cannot reach the server sagelab starts on "
+                "127.0.0.1; run `sagelab serve --host 0.0.0.0` where it should run and pass "
+                "--target http://<that host>:8765"
+            )
         if self.users < 1 or self.spawn_rate <= 0:
             raise ValueError("--users must be at least 1 and --spawn-rate positive")
         if self.target is not None and self.config is not None:
@@ -109,10 +135,11 @@ class LoadtestResult:
     def ok(self) -> bool:
         return not self.violations
 
-
-def repo_root(data_dir: Path) -> Path:
-    """The repository holding ``data/``; ``loadtests/`` sits next to it."""
-    return data_dir.parent
+    @property
+    def exit_code(self) -> int:
+        if self.summary.get("workers_lost"):
+            return LOST_WORKER_EXIT
+        return 0 if self.ok else 1
 
 
 def run_loadtest(opts: LoadtestOptions, progress: Any = None) -> LoadtestResult:
@@ -120,61 +147,68 @@ def run_loadtest(opts: LoadtestOptions, progress: Any = None) -> LoadtestResult:
 
     ``progress(elapsed_s, total_s, note)`` is called about once a second while locust runs.
     """
-    from sagelab.cli import data_dir as default_data_dir
-
     opts.check()
-    data = opts.data_dir or default_data_dir()
-    locustfile = opts.locustfile or repo_root(data) / "loadtests" / "locustfile.py"
-    if not locustfile.is_file():
-        raise FileNotFoundError(f"locustfile not found: {locustfile}")
+    if opts.locustfile is not None and not opts.locustfile.is_file():
+        raise FileNotFoundError(f"locustfile not found: {opts.locustfile}")
     workload = Workload.for_backend(opts.backend)
-    speech = opts.speech or data / workload.speech
-    if not speech.is_file():
-        raise FileNotFoundError(f"speech recording not found: {speech}")
+    if opts.speech is not None and not opts.speech.is_file():
+        raise FileNotFoundError(f"speech recording not found: {opts.speech}")
+    speech = str(opts.speech.resolve()) if opts.speech else BUNDLED_PREFIX + workload.speech
     run_dir = opts.out_dir or Path("runs") / f"loadtest-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    for old in [*run_dir.glob("raw-*.jsonl"), run_dir / "steps.jsonl"]:
+    for old in [*run_dir.glob("raw-*.jsonl"), run_dir / "steps.jsonl", run_dir / "workers.json"]:
         old.unlink(missing_ok=True)
 
     env = {
         "SAGELAB_AGENT": opts.agent,
-        "SAGELAB_DATA": str(data.resolve()),
-        "SAGELAB_SPEECH": str(speech.resolve()),
+        "SAGELAB_USER_CLASS": USER_CLASSES[opts.protocol],
+        "SAGELAB_SPEECH": speech,
         "SAGELAB_GAP_MS": str(opts.gap_ms if opts.gap_ms is not None else workload.gap_ms),
         "SAGELAB_LEAD_MS": str(opts.lead_ms if opts.lead_ms is not None else workload.lead_ms),
         "SAGELAB_RELAY_SESSION_S": repr(opts.relay_session_s),
         "SAGELAB_SIGNED_URL": "1" if opts.signed_url else "0",
     }
-    files = [locustfile]
     if opts.step is not None:
-        files.append(locustfile.parent / "step_shape.py")
         env |= opts.step.env() | {"SAGELAB_STEP_LOG": str((run_dir / "steps.jsonl").resolve())}
-    run = LocustRun(
-        locustfiles=files,
-        user_class=USER_CLASSES[opts.protocol],
-        host="",
-        run_dir=run_dir,
-        env=env,
-        users=opts.users,
-        spawn_rate=opts.spawn_rate,
-        run_time=None if opts.step is not None else opts.run_time,
-        workers=opts.processes,
-    )
-    with _server(opts, run_dir, env) as (host, sampler):
+    port = opts.port or (DEFAULT_PORT if opts.remote_workers else free_port())
+    with contextlib.ExitStack() as stack:
+        files = stack.enter_context(packaged_locustfiles(shape=opts.step is not None))
+        if opts.locustfile is not None:
+            files[0] = opts.locustfile
+        run = LocustRun(
+            locustfiles=files,
+            user_class=USER_CLASSES[opts.protocol],
+            host="",
+            run_dir=run_dir,
+            env=env,
+            users=opts.users,
+            spawn_rate=opts.spawn_rate,
+            run_time_s=None if opts.step is not None else parse_duration(opts.run_time),
+            local_workers=opts.processes,
+            remote_workers=opts.remote_workers,
+            bind_host=opts.bind_host,
+            port=port,
+            workers_wait_s=opts.workers_wait_s,
+        )
+        host, sampler = stack.enter_context(_server(opts, run_dir, env))
         run.host = host
         t0, mono_t0 = time.time(), time.monotonic()
         run.start()
         stopped_at = _supervise(run, opts, run_dir, progress)
-        rc = run.wait(timeout=60)
+        rc = run.wait(timeout=120)
     t_end = time.time()
 
     raw = read_raw(run.raw_logs())
     if not len(raw):
+        joined = len(read_roster(run_dir / "workers.json"))
         raise RuntimeError(
-            f"locust exited with {rc} and no user measured anything:\n{run.log_tail()}"
+            f"locust exited with {rc} and no user measured anything ({joined} of "
+            f"{run.expected_workers} workers joined within {opts.workers_wait_s:g} s); "
+            f"see {run_dir}/locust-master.log:\n{run.log_tail(800)}"
         )
     summary = measure(raw)
     violations = opts.budget.violations(summary)
+    summary.update(worker_report(read_roster(run_dir / "workers.json"), raw, t0))
     summary.update(
         {
             "users": opts.users if opts.step is None else opts.step.max_users,
@@ -185,8 +219,10 @@ def run_loadtest(opts: LoadtestOptions, progress: Any = None) -> LoadtestResult:
             "backend": opts.backend,
             "signed_url": opts.signed_url,
             "processes": opts.processes,
-            "locust_workers": opts.processes if opts.processes >= 2 else 0,
-            "speech": str(speech),
+            "remote_workers": opts.remote_workers,
+            "locust_workers": len(summary["workers"]),
+            "master": f"{opts.bind_host}:{port}",
+            "speech": speech,
             "gap_ms": int(env["SAGELAB_GAP_MS"]),
             "lead_ms": int(env["SAGELAB_LEAD_MS"]),
             "host": run.host,
@@ -205,11 +241,16 @@ def run_loadtest(opts: LoadtestOptions, progress: Any = None) -> LoadtestResult:
         violations = [] if capacity["sustainable_users"] else ["no step met the budget"]
     if rc not in (0, 1):  # 0: no failures, 1: some failures (judged above); else locust broke
         violations.append(f"locust exited with code {rc}, see {run_dir}/locust*.log")
+    expected = opts.processes + opts.remote_workers
+    if len(summary["workers"]) < expected:
+        violations.append(f"{len(summary['workers'])} of {expected} expected workers took part")
+    for name in summary["workers_lost"]:
+        violations.append(f"worker {name} was lost mid-run; its last measurements are missing")
     summary["thresholds"] = {**opts.budget.as_dict(), "violations": violations}
     users = users_over_time(run_dir / "locust_stats_history.csv")
     title = (
         f"sagelab loadtest: {opts.protocol}, agent {opts.agent}, "
-        f"{summary['users']} users, {opts.processes} locust process(es)"
+        f"{summary['users']} users, {len(summary['workers'])} locust worker(s)"
     )
     plot = plot_run(raw, users, sampler, t0, mono_t0, run_dir / "loadtest.png", title)
     if plot is not None:
@@ -270,14 +311,17 @@ def _supervise(run: LocustRun, opts: LoadtestOptions, run_dir: Path, progress: A
     total = _total_s(opts)
     start = time.monotonic()
     judged = 0
-    tail = RawTail(run.raw_logs())
+    tail = RawTail(run.raw_logs)
     while run.running():
         time.sleep(1.0)
         elapsed = time.monotonic() - start
         note = ""
         if opts.step is not None:
-            windows = stepmod.read_step_log(run_dir / "steps.jsonl", time.time())
-            done = windows[:-1]  # the last logged step is still running
+            now = time.time()
+            windows = stepmod.read_step_log(run_dir / "steps.jsonl", now)
+            # The last logged step is still running; a finished one is judged once the
+            # workers' batches of its last moments can have arrived.
+            done = [w for w in windows[:-1] if now >= w.t_end + BATCH_DELAY_S]
             if len(done) > judged:
                 fresh = done[judged:]
                 raw = tail.frame(since=fresh[0].t_start)

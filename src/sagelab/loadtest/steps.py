@@ -1,6 +1,6 @@
 """Capacity search: a staircase of users, each step judged on its own against a budget.
 
-The shape (``loadtests/step_shape.py``) follows a :class:`StepPlan` and logs when each step
+The shape (:mod:`sagelab.loadtest.step_shape`) follows a :class:`StepPlan` and logs when each step
 starts; :func:`judge_steps` cuts the raw measurements into those steps by wall time, leaves
 out each step's first ``settle_s`` (users still arriving, first turns still in flight), and
 measures every step exactly as a whole run is measured. The answer is the largest number of

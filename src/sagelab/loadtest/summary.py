@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -81,22 +81,24 @@ class RawTail:
     would cost more and more CPU on the machine under test as the run grows.
     """
 
-    def __init__(self, paths: Iterable[Path]) -> None:
-        self.paths = list(paths)
-        self._offsets = dict.fromkeys(self.paths, 0)
+    def __init__(self, paths: Iterable[Path] | Callable[[], Iterable[Path]]) -> None:
+        # A callable is asked again each time: a worker's log appears when it first reports.
+        self._paths = paths if callable(paths) else (lambda fixed=list(paths): fixed)
+        self._offsets: dict[Path, int] = {}
         self._rows: list[dict[str, Any]] = []
 
     def frame(self, since: float = 0.0) -> pd.DataFrame:
         """The rows written so far from wall time ``since`` on, as :func:`read_raw` returns
         them; older rows are forgotten, so a long search holds only what it still judges."""
-        for path in self.paths:
+        for path in self._paths():
             if not path.is_file():
                 continue
+            offset = self._offsets.get(path, 0)
             with path.open("rb") as fh:
-                fh.seek(self._offsets[path])
+                fh.seek(offset)
                 data = fh.read()
             end = data.rfind(b"\n") + 1  # a line still being written waits for next time
-            self._offsets[path] += end
+            self._offsets[path] = offset + end
             self._rows.extend(json.loads(line) for line in data[:end].splitlines() if line)
         self._rows = [r for r in self._rows if r["t"] >= since]
         raw = pd.DataFrame(self._rows, columns=RAW_COLUMNS)
@@ -166,7 +168,7 @@ def print_table(summary: dict[str, Any], console: Any) -> None:
 
     title = (
         f"loadtest: {summary['users']} users, {summary['run_time']}, {summary['protocol']}, "
-        f"agent {summary['agent']}, {summary['processes']} locust process(es)"
+        f"agent {summary['agent']}, {len(summary.get('workers', []))} locust worker(s)"
     )
     table = Table(title=title)
     table.add_column("metric")
@@ -195,11 +197,27 @@ def print_table(summary: dict[str, Any], console: Any) -> None:
             f"server CPU % of one core p50/p95/max: {cpu['p50']}/{cpu['p95']}/{cpu['max']}; "
             f"RSS MB start/max/end: {rss['start']}/{rss['max']}/{rss['end']}"
         )
+    print_workers(summary, console)
     if summary.get("capacity"):
         print_steps(summary["capacity"], console)
     console.print(f"run directory: {summary['run_dir']}")
     for v in summary["thresholds"]["violations"]:
         console.print(f"[bold red]threshold broken:[/] {v}")
+
+
+def print_workers(summary: dict[str, Any], console: Any) -> None:
+    """One line per load generator: what it sent, its CPU and lateness; lost ones in red."""
+    for wk in summary.get("workers", []):
+        cpu = wk["cpu_percent"]
+        state = "complete" if wk["complete"] else f"[bold red]LOST[/] after {wk['lost_after_s']} s"
+        console.print(
+            f"worker {wk['w']} {wk['name']}: {state}; {wk['sessions']} sessions, "
+            f"{wk['turns']} turns, {wk['rows']} rows; CPU % of its core p50/p95 "
+            f"{cpu['p50']}/{cpu['p95']}; send lateness p99 {wk['send_lateness_p99_ms']} ms",
+            highlight=False,
+        )
+    for reason in summary.get("generator_bottleneck", []):
+        console.print(f"[bold yellow]load generator busy, figures suspect:[/] {reason}")
 
 
 def print_steps(capacity: dict[str, Any], console: Any) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
+import ssl
 import struct
 import urllib.error
 import urllib.request
@@ -72,6 +74,29 @@ def fetch_signed_url(host: str, agent_id: str, api_key: str | None, timeout: flo
     if not isinstance(signed, str):
         raise SignedUrlError(f"get-signed-url answered without a signed_url: {body!r:.300}")
     return signed
+
+
+def open_socket(url: str, timeout: float, source_address: str) -> socket.socket:
+    """A connected (and for ``wss``, TLS-wrapped) socket to ``url``'s host that leaves from
+    ``source_address``: websocket-client takes a ready socket but cannot bind one itself.
+
+    A generator with several addresses spreads its sessions over them this way, and a test
+    gives each worker its own loopback address as if it were its own machine.
+    """
+    parts = urlsplit(url)
+    secure = parts.scheme in ("wss", "https")
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or (443 if secure else 80)
+    sock = socket.create_connection(
+        (host, port), timeout=timeout, source_address=(source_address, 0)
+    )
+    if not secure:
+        return sock
+    try:
+        return ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+    except Exception:
+        sock.close()
+        raise
 
 
 def base64_size(text: str | bytes) -> int:

@@ -1,29 +1,32 @@
 """Locust users that hold voice conversations and stream real speech in real time.
 
-Run by ``sagelab loadtest`` (which starts a server, reads the results and checks thresholds),
-or directly, naming the user class for the protocol::
+Shipped inside the package, so an installed wheel runs it anywhere; ``sagelab loadtest`` (the
+master, which also starts a server, reads the results and checks the budget) and ``sagelab
+loadtest-worker`` (a worker on any machine) hand locust this file by path. It can also be run
+directly, naming the user class for the protocol::
 
-    locust -f loadtests/locustfile.py --headless -u 50 -r 10 -t 2m \\
-        --host http://127.0.0.1:8765 ConvAIUser          # or RelayUser
+    locust -f "$(python -c 'import sagelab.loadtest.locustfile as m; print(m.__file__)')" \\
+        --headless -u 50 -r 10 -t 2m --host http://127.0.0.1:8765 ConvAIUser   # or RelayUser
 
 Each user is a microphone that never stops: a recording, then silence, again and again, in
 100 ms chunks on an absolute schedule (a late chunk is followed by shorter waits, never by a
 drifting ``sleep(chunk)``). ``ConvAIUser`` speaks the ConvAI protocol (PCM16 chunks, one
 session until the server ends it); ``RelayUser`` speaks the web app's relay protocol (one
 continuous WebM/Opus stream per session, as ``MediaRecorder`` sends it, encoded once per
-process; a session lasts ``SAGELAB_RELAY_SESSION_S`` and ends with ``end``, then the user
-starts another). Locust runs users as gevent greenlets, so this uses the blocking
+process; a session lasts ``relay_session_s`` and ends with ``end``, then the user starts
+another). Locust runs users as gevent greenlets, so this uses the blocking
 ``websocket-client`` (made cooperative by gevent's monkey patching) rather than an asyncio
 client, which would block every other user. A reader greenlet per user answers each ``ping``
 at once (a late pong would be blamed on the server) and turns frames into measurements; see
 :mod:`sagelab.loadtest.measure` for what each metric means.
 
-Environment: ``SAGELAB_AGENT`` (default ``scripted``), ``SAGELAB_SIGNED_URL=1`` (ConvAI: ask
-``get-signed-url`` with ``SAGELAB_API_KEY`` before every session), ``SAGELAB_SPEECH`` (another
-recording), ``SAGELAB_GAP_MS`` (silence after it, default 2500), ``SAGELAB_LEAD_MS`` (silence
-before the first utterance of a session, default 0), ``SAGELAB_RELAY_SESSION_S``
-(default 60), ``SAGELAB_RAW_LOG`` (JSONL of raw values), ``SAGELAB_WORKER`` (this process's
-number in a distributed run), ``SAGELAB_DATA`` (the repository's ``data/``).
+What users say and to which agent comes from :class:`~sagelab.loadtest.settings.UserSettings`:
+on a worker, from the master (:mod:`sagelab.loadtest.locustplugin`); standalone, from the
+environment (``SAGELAB_AGENT``, ``SAGELAB_SIGNED_URL``, ``SAGELAB_API_KEY``,
+``SAGELAB_SPEECH``, ``SAGELAB_GAP_MS``, ``SAGELAB_LEAD_MS``, ``SAGELAB_RELAY_SESSION_S``;
+``SAGELAB_RAW_LOG`` for a JSONL of raw values). ``SAGELAB_SOURCE_ADDRESS`` makes this process's
+WebSocket connections leave from that local address (a generator with several addresses, or
+loopback aliases standing in for machines in a test).
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ import math
 import os
 import random
 import time
-from pathlib import Path
 from typing import Any, ClassVar
 
 import gevent
@@ -47,24 +49,22 @@ from locust.env import Environment
 from locust.runners import MasterRunner
 
 from sagelab.audio import RealtimeSchedule
-from sagelab.loadtest.measure import FrameResult, RawLog, TurnTracker
+from sagelab.loadtest import locustplugin as plugin
+from sagelab.loadtest.measure import FrameResult, TurnTracker
 from sagelab.loadtest.mic import MicLoop
+from sagelab.loadtest.settings import UserSettings
 from sagelab.loadtest.wire import (
     base64_size,
     bytes_per_second,
     close_code,
     fetch_signed_url,
+    open_socket,
     relay_url,
     wav_base64_seconds,
     ws_url,
 )
 
-AGENT_ID = os.environ.get("SAGELAB_AGENT", "scripted")
-SIGNED_URL = os.environ.get("SAGELAB_SIGNED_URL", "") not in ("", "0")
-API_KEY = os.environ.get("SAGELAB_API_KEY") or os.environ.get("ELEVENLABS_API_KEY")
-GAP_MS = int(os.environ.get("SAGELAB_GAP_MS", "2500"))
-LEAD_MS = int(os.environ.get("SAGELAB_LEAD_MS", "0"))
-RELAY_SESSION_S = float(os.environ.get("SAGELAB_RELAY_SESSION_S", "60"))
+SOURCE_ADDRESS = os.environ.get("SAGELAB_SOURCE_ADDRESS") or None
 METADATA_TIMEOUT_S = 10.0
 REPLY_TIMEOUT_S = 10.0
 #: No frame at all for this long (ConvAI pings every second) means the session is dead.
@@ -73,17 +73,9 @@ RECV_TIMEOUT_S = 30.0
 WS_PING_EVERY = 10
 #: Each user's first session starts after a random pause of up to this long.
 START_SPREAD_S = 1.0
+#: How long a worker's users wait for the master's settings before giving up.
+SETUP_TIMEOUT_S = 60.0
 
-
-def _speech_path() -> Path:
-    if env := os.environ.get("SAGELAB_SPEECH"):
-        return Path(env)
-    data = os.environ.get("SAGELAB_DATA")
-    base = Path(data) if data else Path(__file__).resolve().parents[1] / "data"
-    return base / "speech" / "goforward.wav"
-
-
-RAW = RawLog.from_env()
 _ids = itertools.count(1)
 
 # A locust worker rebuilds its whole argument parser for every option of every spawn message
@@ -96,21 +88,32 @@ if hasattr(argument_parser, "default_args_dict"):
 
 @events.init.add_listener
 def _prepare(environment: Environment, **_kw: Any) -> None:
-    """Encode each chosen user class's microphone once, before any user runs.
+    """Encode each chosen user class's microphone once settings are known, before any user
+    runs (on a worker: when the master's settings arrive, before it sends any user).
 
     Encoding a minute of Opus takes a few hundred milliseconds of CPU; done by the first user
     it would freeze every greenlet of the process mid-test. The master runs no users.
     """
     if isinstance(environment.runner, MasterRunner):
         return
-    for cls in environment.user_classes:
-        if issubclass(cls, VoiceUser):
-            cls.microphone()
+
+    def encode(settings: UserSettings) -> None:
+        for cls in environment.user_classes:
+            if issubclass(cls, VoiceUser):
+                cls._mic = None
+                if settings.user_class in ("", cls.__name__):
+                    cls.microphone()
+
+    plugin.STATE.on_settings.append(encode)
+    if plugin.STATE.ready.is_set():  # standalone: settings came from the environment
+        encode(plugin.settings())
 
 
 @events.quitting.add_listener
 def _close_raw_log(environment: Environment, **_kw: Any) -> None:
-    RAW.close()
+    close = getattr(plugin.sink(), "close", None)
+    if close is not None:
+        close()
 
 
 class SessionEnded(Exception):
@@ -173,7 +176,7 @@ class VoiceUser(User):
             exception=RuntimeError(error) if error else None,
             context={"user": self.uid},
         )
-        RAW.write(self.uid, name, ms, error, **extra)
+        plugin.sink().write(self.uid, name, ms, error, **extra)
 
     def report_frame(self, result: FrameResult, tail_ms: float) -> None:
         for ms in result.first_audio_ms:
@@ -221,14 +224,21 @@ class VoiceUser(User):
         self.closed_reported = False
         self.turns = TurnTracker(timeout_s=REPLY_TIMEOUT_S)
         self.pings.clear()
+        if not plugin.wait_until_ready(SETUP_TIMEOUT_S):
+            self.report("connect", 0.0, "no settings from the locust master")
+            return
         try:
             url = self.url()
         except SessionEnded:
             return
         t0 = self.session_t0 = time.monotonic()
         try:
+            sock = None
+            if SOURCE_ADDRESS is not None:
+                sock = open_socket(url, METADATA_TIMEOUT_S, SOURCE_ADDRESS)
             ws = websocket.create_connection(
                 url,
+                socket=sock,
                 timeout=METADATA_TIMEOUT_S,
                 enable_multithread=True,
                 # websocket-client checks UTF-8 in pure Python, byte by byte: with 50 users
@@ -241,6 +251,8 @@ class VoiceUser(User):
             return
         self.ws = ws
         self.report("connect", (time.monotonic() - t0) * 1000)
+        with contextlib.suppress(OSError, AttributeError):
+            plugin.note_local_address(str(ws.sock.getsockname()[0]))
         try:
             if not self.initiate(ws, t0):
                 return
@@ -352,15 +364,17 @@ class ConvAIUser(VoiceUser):
 
     @classmethod
     def build_microphone(cls) -> MicLoop:
-        return MicLoop.convai(_speech_path(), gap_ms=GAP_MS, chunk_ms=100, lead_ms=LEAD_MS)
+        s = plugin.settings()
+        return MicLoop.convai(s.audio(), gap_ms=s.gap_ms, chunk_ms=100, lead_ms=s.lead_ms)
 
     def url(self) -> str:
         host = self.host or "http://127.0.0.1:8765"
-        if not SIGNED_URL:
-            return ws_url(host, AGENT_ID)
+        s = plugin.settings()
+        if not s.signed_url:
+            return ws_url(host, s.agent)
         t0 = time.monotonic()
         try:
-            url = fetch_signed_url(host, AGENT_ID, API_KEY)
+            url = fetch_signed_url(host, s.agent, s.api_key)
         except Exception as exc:
             self.report("signed_url", (time.monotonic() - t0) * 1000, f"{exc}")
             raise SessionEnded from exc
@@ -449,17 +463,18 @@ class RelayUser(VoiceUser):
 
     @classmethod
     def build_microphone(cls) -> MicLoop:
-        probe = MicLoop.convai(_speech_path(), gap_ms=GAP_MS, chunk_ms=100)
-        cycles = max(1, math.ceil((RELAY_SESSION_S - LEAD_MS / 1000) / probe.cycle_s))
-        return MicLoop.relay(
-            _speech_path(), gap_ms=GAP_MS, chunk_ms=100, cycles=cycles, lead_ms=LEAD_MS
-        )
+        s = plugin.settings()
+        audio = s.audio()
+        probe = MicLoop.convai(audio, gap_ms=s.gap_ms, chunk_ms=100)
+        cycles = max(1, math.ceil((s.relay_session_s - s.lead_ms / 1000) / probe.cycle_s))
+        return MicLoop.relay(audio, gap_ms=s.gap_ms, chunk_ms=100, cycles=cycles, lead_ms=s.lead_ms)
 
     def url(self) -> str:
-        if SIGNED_URL:
+        s = plugin.settings()
+        if s.signed_url:
             self.report("signed_url", 0.0, "the relay protocol has no signed URLs; use ConvAI")
             raise SessionEnded
-        return relay_url(self.host or "http://127.0.0.1:8765", AGENT_ID)
+        return relay_url(self.host or "http://127.0.0.1:8765", s.agent)
 
     def initiate(self, ws: websocket.WebSocket, t0: float) -> bool:
         self.turn = 1
