@@ -285,3 +285,26 @@ def test_pongs_and_tool_results_count_only_for_their_request() -> None:
     timed_out = [a for a in s.tick(4.5) if isinstance(a, ToolDone)]
     assert [t.call_id for t in timed_out] == [late] and timed_out[0].is_error
     assert s.tool_result(late, 1, False) is None
+
+
+def test_each_chunk_carries_the_alignment_of_the_characters_it_speaks() -> None:
+    s = ServerSession(SessionSettings(ping_interval_s=1000, audio_lead_ms=0), 0.0)
+    turn = s.begin_turn(0.0)
+    text, alignment, seconds = words_block(0, 6)
+    log = Log()
+    log.take(0.0, s.queue_audio(turn, chunks(seconds), alignment, 0.0))
+    log.take(0.0, s.finish_turn(turn, 0.0))
+    now = 0.0
+    while (d := s.next_deadline()) is not None and d < 100:
+        now = max(now, d)
+        log.take(now, s.tick(now))
+    audio = [e for _, e in log.frames if isinstance(e, ev.AgentAudio)]
+    spoken = "".join("".join(a.alignment["chars"]) for a in audio if a.alignment)
+    assert spoken == text
+    for k, a in enumerate(audio):
+        if a.alignment:
+            assert all(0 <= t <= CHUNK_S * 1000 for t in a.alignment["char_start_times_ms"])
+            first_char = len(
+                "".join("".join(b.alignment["chars"]) for b in audio[:k] if b.alignment)
+            )
+            assert alignment[first_char][1] >= k * CHUNK_S - 1e-9

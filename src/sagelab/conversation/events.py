@@ -37,6 +37,9 @@ class AgentAudio:
     payload: Any = field(repr=False)
     event_id: int
     first: bool = False
+    # ``chars``, ``char_start_times_ms``, ``char_durations_ms`` of the characters spoken in
+    # this chunk, when the TTS gave an alignment (the protocol's optional ``alignment``).
+    alignment: dict[str, list[Any]] | None = None
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,26 @@ class _Chunk:
     turn: AgentTurn
     seconds: float
     payload: Any
+    alignment: dict[str, list[Any]] | None = None
+
+
+def _chunk_alignment(
+    alignment: list[tuple[str, float]], start_s: float, seconds: float
+) -> dict[str, list[Any]] | None:
+    """The characters that start inside one chunk, in the protocol's shape: times in ms from
+    the chunk's start, each lasting until the next character (the last one, to the end)."""
+    end_s = start_s + seconds
+    inside = [i for i, (_, t) in enumerate(alignment) if start_s <= t < end_s]
+    if not inside:
+        return None
+    chars, starts, durations = [], [], []
+    for i in inside:
+        c, t = alignment[i]
+        following = alignment[i + 1][1] if i + 1 < len(alignment) else end_s
+        chars.append(c)
+        starts.append(round((t - start_s) * 1000))
+        durations.append(max(0, round((min(following, end_s) - t) * 1000)))
+    return {"chars": chars, "char_start_times_ms": starts, "char_durations_ms": durations}
 
 
 @dataclass
@@ -220,10 +240,13 @@ class ServerSession:
             if turn.alignment and not turn.alignment[-1][0].isspace():
                 turn.alignment.append((" ", offset))  # between two synthesised pieces
             turn.alignment.extend((c, offset + t) for c, t in alignment)
+        block_t = 0.0
         for seconds, payload in payloads:
             turn.pending += 1
             turn.queued_s += seconds
-            self._audio.append(_Chunk(turn, seconds, payload))
+            chunk_alignment = _chunk_alignment(alignment, block_t, seconds) if alignment else None
+            self._audio.append(_Chunk(turn, seconds, payload, chunk_alignment))
+            block_t += seconds
         return actions + self.tick(now)
 
     def finish_turn(self, turn: AgentTurn, now: float) -> list[SessionAction]:
@@ -341,7 +364,11 @@ class ServerSession:
             first = turn.sent_s == 0
             if first:
                 turn.first_audio_at = now
-            actions.append(Send(AgentAudio(chunk.payload, turn.event_id, first=first)))
+            actions.append(
+                Send(
+                    AgentAudio(chunk.payload, turn.event_id, first=first, alignment=chunk.alignment)
+                )
+            )
             turn.sent_s += chunk.seconds
             turn.pending -= 1
             if turn.pending == 0 and turn.complete:

@@ -110,7 +110,11 @@ class ConvAITransport(Transport):
     async def send_audio(
         self, payload: bytes, event_id: int, alignment: dict[str, Any] | None
     ) -> None:
-        msg = wire.AudioEvent(audio=payload, event_id=event_id)
+        msg = wire.AudioEvent(
+            audio=payload,
+            event_id=event_id,
+            alignment=wire.Alignment.model_validate(alignment) if alignment else None,
+        )
         await self._send("audio", wire.encode_server(msg))
 
     async def send_interruption(self, event_id: int) -> None:

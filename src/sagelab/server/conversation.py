@@ -148,7 +148,7 @@ class Conversation:
                     turn_created = self._turn_created.get(event.event_id)
                     if turn_created is not None:
                         self.metrics.first_audio.observe(self._now() - turn_created)
-                await t.send_audio(event.payload, event.event_id, None)
+                await t.send_audio(event.payload, event.event_id, event.alignment)
             case ev.Ping():
                 await t.send_ping(event.event_id, event.ping_ms)
             case ev.AgentResponse():
@@ -279,13 +279,15 @@ class Conversation:
             self._turn_created.pop(next(iter(self._turn_created)))
         return turn
 
-    async def user_transcript(
-        self, turn: AgentTurn, text: str, *, tentative: bool = False
-    ) -> None:
+    async def user_transcript(self, turn: AgentTurn, text: str, *, tentative: bool = False) -> None:
         await self._send(ev.UserTranscript(text, turn.event_id, tentative))
         if not tentative and self.store is not None:
             self.store.add_turn(
-                self.conversation_id, role="user", text=text, event_id=turn.event_id
+                self.conversation_id,
+                role="user",
+                text=text,
+                event_id=turn.event_id,
+                ended_at=time.time(),  # a final transcript arrives when the turn is over
             )
 
     async def agent_response(self, turn: AgentTurn, text: str) -> None:
@@ -317,6 +319,9 @@ class Conversation:
         if turn.pending:
             await self._drained_event(turn.event_id).wait()
         self._drained.pop(turn.event_id, None)
+        key = self._store_keys.get(turn.event_id)
+        if key is not None and self.store is not None and not turn.interrupted:
+            self.store.update_turn(key, ended_at=time.time())
 
     async def interrupt(self) -> Interrupted | None:
         interrupted, actions = self.core.interrupt(self._now())
@@ -325,13 +330,14 @@ class Conversation:
             key = self._store_keys.get(interrupted.event_id)
             if key is not None:
                 self.store.update_turn(
-                    key, interrupted=True, corrected_text=interrupted.delivered
+                    key,
+                    interrupted=True,
+                    corrected_text=interrupted.delivered,
+                    ended_at=time.time(),
                 )
         return interrupted
 
-    async def call_tool(
-        self, turn: AgentTurn, name: str, parameters: dict[str, Any]
-    ) -> ToolResult:
+    async def call_tool(self, turn: AgentTurn, name: str, parameters: dict[str, Any]) -> ToolResult:
         spec = self.agent.tool(name)
         call_id = self.core.new_call_id()
         if spec is None:
