@@ -128,3 +128,29 @@ async def test_undecodable_audio_ends_the_session_with_a_reason(server):
                 errors.append(msg["data"]["message"])
     assert ws.close_code == closecodes.INVALID_INPUT
     assert any("webm" in e.lower() for e in errors)
+
+
+async def test_relay_events_reach_the_listener_and_events_iterators(server, speech_dir):
+    """Relay sessions deliver typed messages (under their ConvAI names) like ConvAI ones."""
+    heard = []
+    async with Session.connect_relay(server.http_url, "detail-7", listener=heard.append) as s:
+        seen = []
+
+        async def collect() -> None:
+            async for msg in s.events():
+                seen.append(msg)
+
+        reader = asyncio.create_task(collect())
+        await s.wait_for("agent_response", timeout=5)
+        await s.wait_agent_done()
+        await s.send_audio(speech_dir / "goforward.wav", trailing_silence_ms=900)
+        await s.wait_for("user_transcript", timeout=10)
+        await s.wait_for("audio", timeout=10)
+        await s.wait_agent_done()
+        reader.cancel()
+    types = [m.type for m in heard]
+    assert types[0] == "conversation_initiation_metadata"
+    for kind in ("agent_response", "audio", "user_transcript"):
+        assert kind in types and kind in [m.type for m in seen]
+    greeting, reply = (m for m in heard if m.type == "agent_response")
+    assert reply.event_id > greeting.event_id

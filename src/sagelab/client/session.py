@@ -39,6 +39,7 @@ from sagelab.audio import (
     encode_pcm16,
     iter_chunks,
     load_audio,
+    pcm_bytes,
     silence,
 )
 from sagelab.audio.activity import speech_bounds
@@ -271,6 +272,7 @@ class Session:
         record_audio: bool = True,
         network: NetworkConditions | str | None = None,
         reconnect: ReconnectPolicy | None = None,
+        listener: Callable[[wire.ServerMessage], None] | None = None,
     ) -> _SessionContext:
         """Connect with the web app's relay protocol (``/voice-conversation``).
 
@@ -322,6 +324,7 @@ class Session:
                 network=network,
                 reconnect=reconnect,
                 headers=headers,
+                listener=listener,
             ),
         )
 
@@ -471,26 +474,22 @@ class Session:
     async def send_text(self, text: str) -> None:
         """A typed user turn (``user_message``; relay: ``text``)."""
         if self.protocol == "relay":
-            await self._send_json({"type": "text", "text": text}, "user_message", text=text)
+            await self._send_message(relay_wire.RelayText(text=text), "user_message", text=text)
         else:
-            message = {"type": "user_message", "text": text}
-            await self._send_json(message, "user_message", text=text)
+            await self._send_message(wire.UserMessage(text=text), "user_message", text=text)
 
     async def send_contextual_update(self, text: str) -> None:
         self._convai_only("contextual_update")
-        await self._send_json(
-            {"type": "contextual_update", "text": text}, "contextual_update", text=text
-        )
+        await self._send_message(wire.ContextualUpdate(text=text), "contextual_update", text=text)
 
     async def send_user_activity(self) -> None:
         self._convai_only("user_activity")
-        await self._send_json({"type": "user_activity"}, "user_activity")
+        await self._send_message(wire.UserActivity(), "user_activity")
 
     async def send_feedback(self, score: str, event_id: int) -> None:
         self._convai_only("feedback")
-        await self._send_json(
-            {"type": "feedback", "score": score, "event_id": event_id}, "feedback", score=score
-        )
+        feedback = wire.Feedback.model_validate({"score": score, "event_id": event_id})
+        await self._send_message(feedback, "feedback", score=score)
 
     async def interrupt(self) -> None:
         """Ask the agent to stop talking now (relay ``interrupt``).
@@ -502,12 +501,12 @@ class Session:
                 "the ConvAI protocol has no interrupt message; barge in by sending speech"
             )
         self._playout_end_ns = time.monotonic_ns()
-        await self._send_json({"type": "interrupt"}, "interrupt")
+        await self._send_message(relay_wire.RelayInterrupt(), "interrupt")
 
     async def end(self) -> None:
         """End the conversation gracefully (relay ``end``; ConvAI: close with 1000)."""
         if self.protocol == "relay":
-            await self._send_json({"type": "end"}, "end")
+            await self._send_message(relay_wire.RelayEnd(), "end")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closed.wait(), 5)
         await self.close()
@@ -538,8 +537,27 @@ class Session:
         await self._raw_send(frame)
         self.timeline.add("send", "raw", size=len(frame))
 
+    async def _send_message(
+        self, message: wire.ClientMessage | relay_wire.ClientMessage, kind: str, **data: Any
+    ) -> None:
+        """Send a typed message through its protocol's codec."""
+        if isinstance(
+            message,
+            relay_wire.RelayAudio
+            | relay_wire.RelayText
+            | relay_wire.RelayInterrupt
+            | relay_wire.RelayEnd,
+        ):
+            await self._send_frame(relay_wire.encode_client(message), kind, **data)
+        else:
+            await self._send_frame(wire.encode_client(message), kind, **data)
+
     async def _send_json(self, message: dict[str, Any], kind: str, **data: Any) -> None:
-        frame = json.dumps(message)
+        """Send the caller's own initiation payload as given (it may hold fields the codec
+        does not model; the server validates it)."""
+        await self._send_frame(json.dumps(message), kind, **data)
+
+    async def _send_frame(self, frame: str, kind: str, **data: Any) -> None:
         async with self._send_lock:
             t_ns = await self._raw_send(frame)
         self.timeline.add("send", kind, t_ns=t_ns, **data)
@@ -772,7 +790,9 @@ class Session:
     async def _on_frame(self, frame: str | bytes, t_ns: int) -> None:
         try:
             if self.protocol == "relay":
-                self._on_relay_message(relay_wire.parse_server(frame), t_ns)
+                converted = self._on_relay_message(relay_wire.parse_server(frame), t_ns)
+                if converted is not None:
+                    self._deliver(converted)
                 return
             msg = wire.parse_server(frame)
         except ProtocolError as exc:
@@ -785,7 +805,7 @@ class Session:
             case wire.Ping():
                 # Answer first, record after: the pong's timing is what the server measures.
                 with contextlib.suppress(SessionError):
-                    pong = json.dumps({"type": "pong", "event_id": msg.event_id})
+                    pong = wire.encode_client(wire.Pong(event_id=msg.event_id))
                     await self._raw_send(pong, droppable=True)
                 self.timeline.add(
                     "recv", "ping", event_id=msg.event_id, t_ns=t_ns, ping_ms=msg.ping_ms
@@ -867,15 +887,23 @@ class Session:
                     t_ns=t_ns,
                     **_summary(msg),
                 )
+        self._deliver(msg)
+
+    def _deliver(self, msg: wire.ServerMessage) -> None:
+        """Hand a typed message to the listener and to every ``events()`` iterator."""
         if self.listener is not None:
             self.listener(msg)
         for q in self._subscribers:
             q.put_nowait(msg)
 
-    def _on_relay_message(self, msg: relay_wire.ServerMessage, t_ns: int) -> None:
+    def _on_relay_message(
+        self, msg: relay_wire.ServerMessage, t_ns: int
+    ) -> wire.ServerMessage | None:
         """Relay events go into the timeline under their ConvAI names, so every metric works
-        on both protocols. The relay has no event ids: audio is numbered by the agent
-        response it follows, which is how the server sends them."""
+        on both protocols, and reach ``events()`` and the listener as the ConvAI message they
+        correspond to (None for the few with no counterpart). The relay has no event ids:
+        audio is numbered by the agent response it follows, which is how the server sends
+        them."""
         match msg:
             case relay_wire.Ready():
                 self.conversation_id = msg.session_id
@@ -888,6 +916,7 @@ class Session:
                     conversation_id=msg.session_id,
                 )
                 self._metadata.set()
+                return wire.ConversationInitiationMetadata(conversation_id=msg.session_id)
             case relay_wire.AudioChunk():
                 pcm = load_audio(msg.audio)
                 duration_ns = pcm.size * 1_000_000_000 // 16_000
@@ -895,8 +924,10 @@ class Session:
                 self._last_audio_ns = t_ns
                 self._audio_turn = self._relay_turns
                 self.timeline.add_audio("recv", pcm, t_ns=t_ns, event_id=self._relay_turns)
+                return wire.AudioEvent(audio=pcm_bytes(pcm), event_id=self._relay_turns)
             case relay_wire.Transcript():
                 self.timeline.add("recv", "user_transcript", t_ns=t_ns, user_transcript=msg.text)
+                return wire.UserTranscript(user_transcript=msg.text, event_id=self._relay_turns + 1)
             case relay_wire.AgentResponseText():
                 self._relay_turns += 1
                 self._response_turn = self._relay_turns
@@ -907,6 +938,7 @@ class Session:
                     t_ns=t_ns,
                     agent_response=msg.text,
                 )
+                return wire.AgentResponse(agent_response=msg.text, event_id=self._relay_turns)
             case relay_wire.ToolCall():
                 self.timeline.add(
                     "recv",
@@ -916,12 +948,21 @@ class Session:
                     tool_name=msg.tool_name,
                     parameters=msg.params,
                 )
+                return wire.AgentToolRequest(
+                    tool_name=msg.tool_name,
+                    tool_call_id="",
+                    tool_type="webhook",
+                    event_id=self._relay_turns,
+                )
             case relay_wire.RelayError():
                 self.timeline.add("recv", "error", t_ns=t_ns, message=msg.message)
+                # The relay's error event has no code: 1002 is what its errors close with.
+                return wire.ErrorEvent(code=1002, message=msg.message)
             case relay_wire.Complete():
                 self.timeline.add("recv", "complete", t_ns=t_ns)
             case _:
                 self.timeline.add("recv", getattr(msg, "type", "unknown"), t_ns=t_ns)
+        return None
 
     async def _run_tool(self, call: wire.ClientToolCall) -> None:
         handler = self.tools.get(call.tool_name)
@@ -940,14 +981,11 @@ class Session:
                 result = f"Client tool: {call.tool_name} called successfully."
         except Exception as exc:
             result, is_error = str(exc), True
-        message = {
-            "type": "client_tool_result",
-            "tool_call_id": call.tool_call_id,
-            "result": result,
-            "is_error": is_error,
-        }
+        message = wire.ClientToolResult(
+            tool_call_id=call.tool_call_id, result=result, is_error=is_error
+        )
         with contextlib.suppress(SessionError):
-            await self._send_json(
+            await self._send_message(
                 message, "client_tool_result", tool_call_id=call.tool_call_id, is_error=is_error
             )
 

@@ -63,6 +63,7 @@ from sagelab.loadtest.wire import (
     wav_base64_seconds,
     ws_url,
 )
+from sagelab.protocol import convai, relay
 
 SOURCE_ADDRESS = os.environ.get("SAGELAB_SOURCE_ADDRESS") or None
 METADATA_TIMEOUT_S = 10.0
@@ -382,17 +383,10 @@ class ConvAIUser(VoiceUser):
         return url
 
     def initiate(self, ws: websocket.WebSocket, t0: float) -> bool:
-        ws.send(
-            json.dumps(
-                {
-                    "type": "conversation_initiation_client_data",
-                    "conversation_config_override": {},
-                    "custom_llm_extra_body": {},
-                    "dynamic_variables": {},
-                    "source_info": {"source": "sagelab_locust", "version": "1"},
-                }
-            )
+        init = convai.ConversationInitiationClientData.model_validate(
+            {"source_info": {"source": "sagelab_locust", "version": "1"}}
         )
+        ws.send(convai.encode_client(init))
         msg = self.first_message(ws, t0)  # the protocol guarantees metadata comes first
         if msg is None:
             return False
@@ -418,20 +412,17 @@ class ConvAIUser(VoiceUser):
             self.report_frame(result, self.microphone().speech_end_tail_s * 1000)
         elif kind == "ping":
             event = msg["ping_event"]
-            ws.send(json.dumps({"type": "pong", "event_id": event["event_id"]}))
+            ws.send(convai.encode_client(convai.Pong(event_id=int(event["event_id"]))))
             if event.get("ping_ms"):
                 self.report("ping_rtt", float(event["ping_ms"]))
         elif kind == "client_tool_call":
             # Answer at once, as an app would: the agent waits for the result before it
             # speaks, so an unanswered call would stall the turn until the tool timeout.
             call = msg["client_tool_call"]
-            result = {
-                "type": "client_tool_result",
-                "tool_call_id": call["tool_call_id"],
-                "result": "sunny, 21 degrees",
-                "is_error": False,
-            }
-            ws.send(json.dumps(result))
+            result = convai.ClientToolResult(
+                tool_call_id=call["tool_call_id"], result="sunny, 21 degrees", is_error=False
+            )
+            ws.send(convai.encode_client(result))
         elif kind == "interruption":
             latency, stutter = self.turns.interrupted(t)
             if latency is not None:
@@ -508,7 +499,7 @@ class RelayUser(VoiceUser):
 
     def end_session(self, ws: websocket.WebSocket) -> None:
         self.ended = True
-        ws.send(json.dumps({"type": "end"}))
+        ws.send(relay.encode_client(relay.RelayEnd()))
 
     def report_close(self, code: int, reason: str, *, by: str) -> None:
         if by == "server" and code == 1000 and self.ended and not self.completed:

@@ -20,8 +20,6 @@ finish before asking anything (a user who talks over every greeting measures bar
 
 from __future__ import annotations
 
-import json
-from base64 import b64encode
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +34,7 @@ from sagelab.audio import (
     speech_bounds,
 )
 from sagelab.audio.io import AudioSource
+from sagelab.protocol import convai, relay
 
 
 @dataclass(frozen=True)
@@ -89,7 +88,7 @@ class MicLoop:
         cycle, chunk, bounds = _cycle(path, gap_ms, chunk_ms)
 
         def encode(pcm: np.ndarray) -> str:
-            return json.dumps({"user_audio_chunk": b64encode(pcm_bytes(pcm)).decode()})
+            return convai.encode_client(convai.UserAudioChunk(audio=pcm_bytes(pcm)))
 
         messages = tuple(encode(cycle[i : i + chunk]) for i in range(0, cycle.size, chunk))
         lead = -(-lead_ms * SAMPLE_RATE // 1000 // chunk)  # whole chunks, rounded up
@@ -128,9 +127,7 @@ class MicLoop:
                 f"WebM encoder produced {len(parts)} clusters for {pcm.size // chunk} "
                 f"timeslices of {chunk_ms} ms; expected one cluster per timeslice"
             )
-        messages = tuple(
-            json.dumps({"type": "audio", "data": b64encode(part).decode("ascii")}) for part in parts
-        )
+        messages = tuple(relay.encode_client(relay.RelayAudio(data=part)) for part in parts)
         # The lead is part of the one stream: its chunks are the stream's first messages.
         return cls._make(messages, chunk, cycle_chunks, bounds, repeats=False, lead_chunks=lead)
 

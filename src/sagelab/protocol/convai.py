@@ -649,6 +649,17 @@ class ErrorEvent(_ServerMessage):
     details: JsonValue = None
 
 
+class SagelabStage(_ServerMessage):
+    """sagelab's extension: how long a pipeline stage of turn ``event_id`` took, sent only to
+    clients that asked with ``?sagelab_stages=1``; other clients ignore unknown types."""
+
+    type: ClassVar[Literal["internal_sagelab_stage"]] = "internal_sagelab_stage"
+    payload_key: ClassVar[str | None] = "internal_sagelab_stage_event"
+    event_id: int
+    stage: str
+    ms: Number
+
+
 class UnknownServerMessage(BaseModel):
     """A server message type this codec does not know; ``raw`` is the whole frame.
 
@@ -688,6 +699,7 @@ ServerMessage: TypeAlias = (
     | ExternalAgentConnected
     | ExternalAgentDisconnected
     | ErrorEvent
+    | SagelabStage
     | UnknownServerMessage
 )
 
@@ -713,6 +725,7 @@ _CLIENT_MODELS: dict[str, type[_Message]] = {
 _SERVER_MODELS: dict[str, type[_ServerMessage]] = {
     m.type: m
     for m in (
+        SagelabStage,
         ConversationInitiationMetadata,
         Ping,
         AudioEvent,

@@ -161,9 +161,8 @@ class ConvAITransport(Transport):
     async def send_stage(self, event_id: int, stage: str, ms: float) -> None:
         if not self.stages_enabled:
             return
-        payload = {"event_id": event_id, "stage": stage, "ms": round(ms, 3)}
-        msg = wire.UnknownServerMessage(type=STAGE_EVENT, raw={f"{STAGE_EVENT}_event": payload})
-        await self._send(STAGE_EVENT, wire.encode_server(msg))
+        msg = wire.SagelabStage(event_id=event_id, stage=stage, ms=round(ms, 3))
+        await self._send(msg.type, wire.encode_server(msg))
 
     async def send_error(self, code: int, error_type: str, message: str) -> None:
         msg = wire.ErrorEvent(code=code, error_type=error_type, message=message)
