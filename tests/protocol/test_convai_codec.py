@@ -193,6 +193,7 @@ SERVER_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     ),
     c.InternalTurnProbability: st.builds(c.InternalTurnProbability, turn_probability=floats),
     c.Interruption: st.builds(c.Interruption, event_id=ints),
+    c.SagelabStage: st.builds(c.SagelabStage, event_id=ints, stage=text, ms=floats),
     c.ClientToolCall: st.builds(
         c.ClientToolCall,
         tool_name=text,

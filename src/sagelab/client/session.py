@@ -52,6 +52,7 @@ from sagelab.client.reconnect import (
     with_query,
 )
 from sagelab.client.timeline import Timeline
+from sagelab.conversation.playout import Playout
 from sagelab.protocol import ProtocolError
 from sagelab.protocol import convai as wire
 from sagelab.protocol import relay as relay_wire
@@ -140,7 +141,7 @@ class Session:
         self.output_format = AudioFormat.parse("pcm_16000")
         self.close_code: int | None = None
         self.close_reason: str | None = None
-        self.last_interrupt_id = 0
+        self.playout = Playout()
         self._ws: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._subscribers: list[asyncio.Queue[wire.ServerMessage | None]] = []
@@ -148,10 +149,6 @@ class Session:
         self._closed = asyncio.Event()
         self._tool_tasks: set[asyncio.Task[None]] = set()
         self._send_lock = asyncio.Lock()
-        self._playout_end_ns = 0
-        self._last_audio_ns = 0
-        self._audio_turn = 0  # newest event id that brought audio
-        self._response_turn = 0  # newest event id that brought an agent_response
         override = self.init.get("conversation_config_override") or {}
         self.text_only = bool(
             override.get("text_only") or (override.get("conversation") or {}).get("text_only")
@@ -500,7 +497,7 @@ class Session:
             raise SessionError(
                 "the ConvAI protocol has no interrupt message; barge in by sending speech"
             )
-        self._playout_end_ns = time.monotonic_ns()
+        self.playout.stop_playback(time.monotonic_ns())
         await self._send_message(relay_wire.RelayInterrupt(), "interrupt")
 
     async def end(self) -> None:
@@ -674,8 +671,7 @@ class Session:
         reason = old.close_reason or ""
         # What was in flight is lost with the socket and the server stops that turn, as for a
         # barge-in: a player would have dropped it, and nothing of it will be replayed.
-        self._playout_end_ns = min(self._playout_end_ns, time.monotonic_ns())
-        self.last_interrupt_id = max(self.last_interrupt_id, self._audio_turn, self._response_turn)
+        self.playout.connection_lost(time.monotonic_ns())
         previous = self.conversation_id
         self.timeline.add(
             "local",
@@ -723,7 +719,7 @@ class Session:
             resumed = self.conversation_id == previous
             if not resumed:
                 # A new conversation numbers its events from the start again.
-                self.last_interrupt_id = self._audio_turn = self._response_turn = 0
+                self.playout.new_conversation()
             self._reconnecting = False
             self._notify()
             self.timeline.add(
@@ -812,14 +808,7 @@ class Session:
                 )
             case wire.AudioEvent():
                 pcm = decode_to_pcm16(msg.audio, self.output_format)
-                stale = msg.event_id <= self.last_interrupt_id
-                if not stale:
-                    # An ideal player that starts each chunk as soon as it can: when would the
-                    # audio received so far finish playing?
-                    duration_ns = pcm.size * 1_000_000_000 // 16_000
-                    self._playout_end_ns = max(self._playout_end_ns, t_ns) + duration_ns
-                    self._last_audio_ns = t_ns
-                    self._audio_turn = max(self._audio_turn, msg.event_id)
+                stale = not self.playout.audio(msg.event_id, pcm.size / 16_000, t_ns)
                 self.timeline.add_audio("recv", pcm, t_ns=t_ns, event_id=msg.event_id, stale=stale)
             case wire.ConversationInitiationMetadata():
                 self.conversation_id = msg.conversation_id
@@ -842,8 +831,7 @@ class Session:
                 )
                 self._metadata.set()
             case wire.Interruption():
-                self.last_interrupt_id = max(self.last_interrupt_id, msg.event_id)
-                self._playout_end_ns = t_ns  # a player flushes its queue on interruption
+                self.playout.interruption(msg.event_id, t_ns)
                 self.timeline.add("recv", msg.type, event_id=msg.event_id, t_ns=t_ns)
             case wire.ClientToolCall():
                 self.timeline.add(
@@ -859,7 +847,7 @@ class Session:
                 self._tool_tasks.add(task)
                 task.add_done_callback(self._tool_tasks.discard)
             case wire.AgentResponse():
-                self._response_turn = max(self._response_turn, msg.event_id)
+                self.playout.agent_response(msg.event_id)
                 self.timeline.add(
                     "recv",
                     msg.type,
@@ -919,10 +907,7 @@ class Session:
                 return wire.ConversationInitiationMetadata(conversation_id=msg.session_id)
             case relay_wire.AudioChunk():
                 pcm = load_audio(msg.audio)
-                duration_ns = pcm.size * 1_000_000_000 // 16_000
-                self._playout_end_ns = max(self._playout_end_ns, t_ns) + duration_ns
-                self._last_audio_ns = t_ns
-                self._audio_turn = self._relay_turns
+                self.playout.audio(self._relay_turns, pcm.size / 16_000, t_ns)
                 self.timeline.add_audio("recv", pcm, t_ns=t_ns, event_id=self._relay_turns)
                 return wire.AudioEvent(audio=pcm_bytes(pcm), event_id=self._relay_turns)
             case relay_wire.Transcript():
@@ -930,7 +915,7 @@ class Session:
                 return wire.UserTranscript(user_transcript=msg.text, event_id=self._relay_turns + 1)
             case relay_wire.AgentResponseText():
                 self._relay_turns += 1
-                self._response_turn = self._relay_turns
+                self.playout.agent_response(self._relay_turns)
                 self.timeline.add(
                     "recv",
                     "agent_response",
@@ -1056,6 +1041,11 @@ class Session:
         self.timeline.add("local", "ws_rtt", rtt_ms=rtt * 1000)
         return rtt
 
+    @property
+    def last_interrupt_id(self) -> int:
+        """The newest event id the server interrupted; audio at or below it is dropped."""
+        return self.playout.last_interrupt_id
+
     async def wait_agent_done(self, *, quiet_s: float = 0.4, timeout: float = 60.0) -> None:
         """Wait until the agent's audio received so far has played out and no more arrives.
 
@@ -1065,14 +1055,7 @@ class Session:
         deadline = time.monotonic() + timeout
         while not self._closed.is_set():
             now = time.monotonic_ns()
-            awaiting_audio = not self.text_only and self._response_turn > max(
-                self._audio_turn, self.last_interrupt_id
-            )
-            if (
-                not awaiting_audio
-                and now >= self._playout_end_ns
-                and now - self._last_audio_ns >= quiet_s * 1e9
-            ):
+            if self.playout.agent_done(now, quiet_s=quiet_s, text_only=self.text_only):
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"agent still speaking after {timeout:g} s")
