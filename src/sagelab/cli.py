@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sagelab.bundled import data_dir
+
 app = typer.Typer(help="Real-time voice conversations with AI agents.", no_args_is_help=True)
 bench_app = typer.Typer(
     help="Benchmarks: transport, pipeline, accuracy, network, run (scenarios).",
@@ -24,20 +26,6 @@ console = Console()
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="Agents file (YAML/JSON); default: bundled")
 ]
-
-
-def data_dir() -> Path:
-    """The repository's ``data/`` (speech, scenarios); ``SAGELAB_DATA`` overrides it."""
-    import os
-
-    env = os.environ.get("SAGELAB_DATA")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "data" / "speech").is_dir():
-            return parent / "data"
-    return Path.cwd() / "data"
 
 
 @app.command()
@@ -342,7 +330,7 @@ def bench_accuracy(
 def bench_run(
     path: Annotated[
         Path | None,
-        typer.Argument(help="Scenario YAML or a folder of them; default: data/scenarios"),
+        typer.Argument(help="Scenario YAML or a folder of them; default: the bundled scenarios"),
     ] = None,
     repeat: Annotated[int, typer.Option(min=1, help="Runs of each scenario")] = 1,
     url: Annotated[str | None, typer.Option(help="Server base URL; default: start one")] = None,
@@ -567,7 +555,7 @@ def loadtest(
             signed_url=signed_url, api_key=os.environ.get("ELEVENLABS_API_KEY"),
             processes=processes, config=config, budget=budget, speech=speech, gap_ms=gap_ms,
             lead_ms=lead_ms, relay_session_s=relay_session_s, step=plan, out_dir=out,
-            data_dir=data_dir(),
+            data_dir=data_dir(), locustfile=_locustfile(),
         )  # fmt: skip
         opts.check()
         if plan is None:
@@ -598,6 +586,20 @@ def loadtest(
         print_table(result.summary, console)
     if not result.ok:
         raise typer.Exit(1)
+
+
+def _locustfile() -> Path | None:
+    """The locust users: shipped in ``sagelab.loadtest`` when present, else (source checkouts
+    from before the locustfile moved into the package) ``loadtests/`` beside ``src/``."""
+    from importlib import resources
+
+    packaged = resources.files("sagelab.loadtest").joinpath("locustfile.py")
+    if packaged.is_file():
+        return Path(str(packaged))
+    import sagelab
+
+    checkout = Path(sagelab.__file__).resolve().parents[2] / "loadtests" / "locustfile.py"
+    return checkout if checkout.is_file() else None
 
 
 tools_app = typer.Typer(help="Push actions to an agent as tools, or pull them back.")

@@ -120,7 +120,7 @@ def run_loadtest(opts: LoadtestOptions, progress: Any = None) -> LoadtestResult:
 
     ``progress(elapsed_s, total_s, note)`` is called about once a second while locust runs.
     """
-    from sagelab.cli import data_dir as default_data_dir
+    from sagelab.bundled import data_dir as default_data_dir
 
     opts.check()
     data = opts.data_dir or default_data_dir()
