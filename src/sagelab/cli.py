@@ -348,8 +348,13 @@ def bench_run(
     """Run voice-agent scenarios, write a report with figures; exit 1 if any check fails."""
     import sys
 
-    from sagelab.scenarios import BenchRunOptions, ScenarioError, load_scenarios
-    from sagelab.scenarios.bench import ServerStartError, print_results, run_bench
+    from sagelab.bench.scenarios import (
+        BenchRunOptions,
+        ServerStartError,
+        print_results,
+        run_bench,
+    )
+    from sagelab.scenarios import ScenarioError, load_scenarios
 
     if report_format not in ("md", "html"):
         console.print(f"[red]--format must be md or html, not {report_format!r}[/]")
