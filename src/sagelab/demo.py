@@ -24,6 +24,7 @@ from rich.table import Table
 from sagelab.bench.pipeline import ScenarioTurn, load_conversation
 from sagelab.client import Session
 from sagelab.config import load_config
+from sagelab.extras import require
 from sagelab.metrics import playout, tool_call_table, turn_table
 from sagelab.server.app import SagelabServer
 
@@ -74,6 +75,9 @@ async def run_demo(console: Console, *, config: Path | None, out_dir: Path, data
     agent_id, turns = load_conversation(data / "demo" / "conversation.yaml")
     cfg = load_config(config, port=0, store_path=str(run_dir / "conversations.sqlite3"))
     cfg.agents = [a for a in cfg.agents if a.id == agent_id]
+    require("metrics", needed_for="the demo draws its timeline")
+    if any(a.backend == "local" for a in cfg.agents):
+        require("local", needed_for=f"agent {agent_id!r} runs offline models")
     for spec in cfg.agents:  # the demo's database is the run's own, fresh from the seed
         tools = spec.options.get("server_tools")
         if isinstance(tools, dict) and "database" in tools:

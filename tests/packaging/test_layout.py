@@ -37,8 +37,10 @@ SAME_CONCEPT: dict[str, str] = {
     "plots": "figures of measurements (metrics, loadtest)",
     "runner": "runs one scenario / one load test end to end",
     "serverconf": "the agents file written for a run's own server (scenario run, load test)",
+    "soak": "the soak test: its command (cli) and its run (bench)",
     "store": "the conversation store (server) and tables read from it (metrics)",
     "summary": "percentile summaries of measurements (metrics, loadtest)",
+    "tools": "an agent's tools: run inside the server, pushed to an agent (cli)",
     "transport": "session transport (server) and its benchmark (bench)",
 }
 
