@@ -108,9 +108,9 @@ async def run_demo(console: Console, *, config: Path | None, out_dir: Path, data
                     console.print(f"[green]user talks over the agent[/]: {escape(barge.text)}")
                     mark = session.mark()
                     await session.send_audio(barge.audio, trailing_silence_ms=1000)
-                    cut = await session.wait_for("interruption", since=mark, timeout=10)
+                    cut = await session.wait_for("interruption", since=mark, timeout=30)
                     correction = await session.wait_for(
-                        "agent_response_correction", since=mark, timeout=10
+                        "agent_response_correction", since=mark, timeout=30
                     )
                     table = turn_table(session.timeline)
                     latency = table.loc[table["event_id"] == cut.event_id, "interruption_ms"]
