@@ -270,7 +270,10 @@ def bench_accuracy(
 def bench_run(
     path: Annotated[
         Path | None,
-        typer.Argument(help="Scenario YAML or a folder of them; default: the bundled scenarios"),
+        typer.Argument(
+            help="Scenario YAML, a folder of them, or the name of a bundled scenario "
+            "(e.g. tool-failure); default: all bundled scenarios"
+        ),
     ] = None,
     repeat: Annotated[int, typer.Option(min=1, help="Runs of each scenario")] = 1,
     url: Annotated[str | None, typer.Option(help="Server base URL; default: start one")] = None,
@@ -300,7 +303,7 @@ def bench_run(
         console.print(f"[red]--format must be md or html, not {report_format!r}[/]")
         raise typer.Exit(2)
     try:
-        scenarios = load_scenarios(path or data_dir() / "scenarios")
+        scenarios = load_scenarios(_scenario_path(path))
         require("metrics", needed_for="the report's figures")
         if url is None:
             require_agents({s.agent for s in scenarios}, config)
@@ -322,6 +325,17 @@ def bench_run(
         print_results(suite, report, console)
     if not suite.passed:
         raise typer.Exit(1)
+
+
+def _scenario_path(path: Path | None) -> Path:
+    """A path as given, or a bare name of a bundled scenario (``tool-failure``) as its file."""
+    bundled = data_dir() / "scenarios"
+    if path is None:
+        return bundled
+    if path.exists() or len(path.parts) > 1 or path.suffix:
+        return path
+    by_name = {f.stem.replace("_", "-"): f for f in bundled.glob("*.yaml")}
+    return by_name.get(path.name.replace("_", "-"), path)
 
 
 def _print_transport(s: dict) -> None:
