@@ -10,9 +10,14 @@ installed package is listed before and after: no command may write inside it.
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +111,38 @@ def test_demo_runs_from_an_empty_folder(installed: Installed, empty_dir: Path, u
     (run_dir,) = (empty_dir / "runs").glob("demo-*")
     assert (run_dir / "timeline.png").is_file() and (run_dir / "records.sqlite3").is_file()
     assert "Search for customers in Oslo" in done.stdout  # the bundled conversation was spoken
+
+
+@pytest.mark.timeout(INSTALL_TIMEOUT_S + 300)
+def test_serve_starts_from_an_empty_folder(
+    installed: Installed, empty_dir: Path, untouched: None
+) -> None:
+    """The server answers /healthz with both bundled agents, and what it writes (its store, the
+    demo database the offline agent's tools use) lands in the working folder."""
+    env = _env() | {"PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    proc = subprocess.Popen(
+        [installed.sagelab, "serve", "--port", "0"], cwd=empty_dir, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url, seen, deadline = None, [], time.monotonic() + 120
+        while url is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if "sagelab serving" in line:
+                url = re.search(r"http://[\d.]+:\d+", line)
+        assert url is not None, "no 'sagelab serving' line:\n" + "".join(seen)
+        with urllib.request.urlopen(url.group(0) + "/healthz", timeout=10) as response:
+            health = json.load(response)
+        assert health["status"] == "ok"
+        assert {"scripted", "audio-sage"} <= set(health["agents"])
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    assert (empty_dir / "runs").is_dir() and any((empty_dir / "runs").glob("*.sqlite3"))
 
 
 @pytest.mark.timeout(INSTALL_TIMEOUT_S + 300)
