@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install demo test lint bench-transport serve clean lab chromium
+.PHONY: install demo test lint docs test-install bench-transport serve clean lab chromium
 
 # The browser tests drive Debian's chromium (Playwright never downloads a browser here).
 CHROMIUM := /usr/bin/chromium
@@ -42,13 +42,25 @@ $(CHROMIUM):
 
 chromium: $(CHROMIUM)
 
+# The suite includes tests/packaging/test_installed_wheel.py (marker `install`): the wheel in a
+# clean virtual environment, run from an empty folder.
 test: install $(CHROMIUM)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/mkdocs build --strict
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+
+# The documentation site (mkdocs.yml, docs/) into runs/site/; any warning fails the build.
+docs: install
+	$(BIN)/mkdocs build --strict
+
+# sagelab as a user gets it: `pip wheel .`, installed with [local,metrics,loadtest] into a fresh
+# venv, then `sagelab demo`, a 10 s `sagelab loadtest` and `sagelab bench run` from empty folders.
+test-install: install
+	$(BIN)/python -m pytest -q -m install tests/packaging
 
 bench-transport: install
 	$(BIN)/sagelab bench transport --sessions 1 --seconds 20

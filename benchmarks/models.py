@@ -1,4 +1,4 @@
-"""Cost and behaviour of the offline models, on the speech in data/speech.
+"""Cost and behaviour of the offline models, on the bundled speech set (sagelab/assets/speech).
 
     .venv/bin/python benchmarks/models.py [--json] [--repeats N] [--only vad,stt,tts]
 

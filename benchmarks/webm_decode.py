@@ -3,11 +3,11 @@
 The relay route decodes every session's ``MediaRecorder`` stream on its event loop, one 100 ms
 timeslice at a time (``IncrementalWebmDecoder.decode``), so this cost is paid by every relay
 session and delays every other session while it runs. It is measured on a real recording
-(``data/speech``, speech and silence, as the load test's users send it) as CPU time per second
-of audio, split into the stages: the push demuxer (``sagelab.audio.ebml``), FFmpeg's Opus
-decoder, and soxr to 16 kHz. The bar is 0.5 % of a core per real-time stream (the relay
-capacity goal is 50 sessions on 2 cores, with the rest of each session's work to pay for);
-the exit status is 1 when it is missed.
+(the bundled ``speech/goforward.wav``, speech and silence, as the load test's users send it)
+as CPU time per second of audio, split into the stages: the push demuxer
+(``sagelab.audio.ebml``), FFmpeg's Opus decoder, and soxr to 16 kHz. The bar is 0.5 % of a
+core per real-time stream (the relay capacity goal is 50 sessions on 2 cores, with the rest of
+each session's work to pay for); the exit status is 1 when it is missed.
 
     .venv/bin/python benchmarks/webm_decode.py [--seconds 60] [--repeats 5]
 """
@@ -18,16 +18,16 @@ import argparse
 import platform
 import sys
 import time
-from pathlib import Path
 
 import av
 import numpy as np
 
 from sagelab.audio import IncrementalWebmDecoder, encode_webm_opus, load_audio
 from sagelab.audio.ebml import WebmDemuxer
+from sagelab.bundled import asset
 
 BAR_PERCENT_OF_A_CORE = 0.5
-SPEECH = Path(__file__).resolve().parents[1] / "data" / "speech" / "goforward.wav"
+SPEECH = asset("speech", "goforward.wav")
 
 
 def stream(seconds: float) -> tuple[list[bytes], float]:

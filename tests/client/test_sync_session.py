@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from sagelab.client import Session, SessionError
-from sagelab.client.sync import SyncSession
+from sagelab.client.blocking import SyncSession
 from sagelab.server.app import SagelabServer
 
 

@@ -1,7 +1,7 @@
 """ConvAI codec: round trips, robustness against garbage, and conformance with the official SDK.
 
-The frames in the "reference examples" tests are copied verbatim from
-/work/shared/docs/convai-protocol.md; the conformance tests feed frames produced by (and to) the
+The frames in the "reference examples" tests are copied verbatim from the ConvAI protocol
+reference; the conformance tests feed frames produced by (and to) the
 installed elevenlabs 2.78.0 SDK code, so a drift in either direction shows up here.
 """
 

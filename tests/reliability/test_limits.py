@@ -20,8 +20,8 @@ from sagelab.audio import pcm_bytes, silence
 from sagelab.client import Session
 from sagelab.server import closecodes
 from sagelab.server.app import SagelabServer
+from sagelab.server.capacity import CapacityError, SessionRegistry
 from sagelab.server.limits import TokenBucket
-from sagelab.server.registry import CapacityError, SessionRegistry
 
 CHUNK = base64.b64encode(pcm_bytes(silence(100))).decode()  # 100 ms of 16 kHz PCM: 3200 bytes
 

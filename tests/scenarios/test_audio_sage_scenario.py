@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sagelab.bench.serverproc import ServerProcess
 from sagelab.scenarios import parse_scenario, run_suite
-from sagelab.scenarios.server import STORE_NAME, write_run_config
+from sagelab.scenarios.serverconf import STORE_NAME, write_run_config
 
 
 def test_spoken_line_failing_server_tool_and_stored_parameters(tmp_path: Path) -> None:

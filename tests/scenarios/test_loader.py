@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from sagelab.bundled import asset
 from sagelab.scenarios import ScenarioError, load_scenario, load_scenarios, parse_scenario
 from sagelab.scenarios.model import BargeInStep, PlayStep, SayStep, TextStep, WaitStep
 
-REPO = Path(__file__).resolve().parents[2]
-SCENARIOS = REPO / "data" / "scenarios"
-SPEECH = REPO / "data" / "speech"
+SCENARIOS = asset("scenarios")
+SPEECH = asset("speech")
 
 
 def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:

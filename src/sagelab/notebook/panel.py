@@ -26,6 +26,7 @@ import numpy as np
 import traitlets
 
 from sagelab.audio import PCM16, decode_to_pcm16, load_audio, speech_bounds
+from sagelab.client.blocking import _LoopThread
 from sagelab.client.session import (
     ELEVENLABS_BASE_URL,
     AudioInput,
@@ -34,7 +35,6 @@ from sagelab.client.session import (
     SessionError,
     ToolHandler,
 )
-from sagelab.client.sync import _LoopThread
 from sagelab.client.timeline import Timeline
 from sagelab.notebook.assets import bundle, css
 from sagelab.notebook.conversation_log import ConversationLog

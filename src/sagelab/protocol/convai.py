@@ -1,8 +1,9 @@
 """Sans-I/O codec for the ElevenLabs Conversational AI WebSocket protocol.
 
-The wire format is described in ``/work/shared/docs/convai-protocol.md`` (§3 client → server,
-§4 server → client). Both sagelab's ConvAI-compatible server and its client go through this module,
-so the exact envelope shapes live in one place and the rest of the code deals with typed models.
+The wire format, as sagelab implements it, is described in the documentation's *Protocols*
+page (``docs/protocols.md``). Both sagelab's ConvAI-compatible server and its client go through
+this module, so the exact envelope shapes live in one place and the rest of the code deals with
+typed models.
 
 Models are flat: a server event's payload fields sit directly on the model (``Ping.event_id``
 rather than ``ping_event.event_id``) and base64 audio is decoded to ``bytes``. Every model has a

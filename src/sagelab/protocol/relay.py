@@ -1,8 +1,9 @@
 """Sans-I/O codec for the relay protocol (``/voice-conversation``) of the Audio Sage web app.
 
-Reference: ``/work/shared/docs/relay-protocol.md``. sagelab both serves this protocol (standing in
-for the app's server) and speaks it as a client (load tests against a real deployment), so the
-frame shapes are defined once here, in the same style as :mod:`sagelab.protocol.convai`.
+The protocol as sagelab implements it is described in the documentation's *Protocols* page
+(``docs/protocols.md``). sagelab both serves this protocol (standing in for the app's server)
+and speaks it as a client (load tests against a real deployment), so the frame shapes are
+defined once here, in the same style as :mod:`sagelab.protocol.convai`.
 
 Client → server (:data:`ClientMessage`), top-level fields: ``audio`` (:class:`RelayAudio`, base64
 ``data``), ``text`` (:class:`RelayText`), ``interrupt`` (:class:`RelayInterrupt`), ``end``

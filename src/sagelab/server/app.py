@@ -23,9 +23,9 @@ from sagelab.agents.base import ResolvedAgent
 from sagelab.config import ServerConfig
 from sagelab.server import closecodes, convai, http, redact, rest, tls
 from sagelab.server.auth import ApiKeyStore, SignedUrlSigner
+from sagelab.server.capacity import SessionRegistry
 from sagelab.server.conversation import Conversation
 from sagelab.server.metrics import ServerMetrics
-from sagelab.server.registry import SessionRegistry
 from sagelab.server.resume import SessionKeeper
 from sagelab.server.store import ConversationStore, end_orphans
 from sagelab.server.transport import Transport

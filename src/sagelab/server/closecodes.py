@@ -1,4 +1,4 @@
-"""Close codes the bundled server uses, and when. Documented in the README's server section.
+"""Close codes the bundled server uses, and when (the table is in docs/protocols.md).
 
 They follow the ElevenLabs contract (1000/1002/1008/1011) and RFC 6455 where the contract is
 silent (1001 going away, 1009 too big, 1013 try again later); the relay keeps its own 4000/4001,

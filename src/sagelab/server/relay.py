@@ -27,8 +27,8 @@ from sagelab.protocol import ProtocolError
 from sagelab.protocol import relay as wire
 from sagelab.server import closecodes, limits
 from sagelab.server.access import AccessDenied, authenticate
+from sagelab.server.capacity import CapacityError, Reservation
 from sagelab.server.conversation import Conversation
-from sagelab.server.registry import CapacityError, Reservation
 from sagelab.server.resume import LiveSession, ResumeRefused
 from sagelab.server.transport import Transport, close_connection
 

@@ -48,8 +48,8 @@ from typing import TYPE_CHECKING
 
 from websockets.asyncio.server import ServerConnection
 
+from sagelab.server.capacity import Reservation
 from sagelab.server.conversation import Conversation
-from sagelab.server.registry import Reservation
 from sagelab.server.transport import Transport, describe_disconnect
 
 if TYPE_CHECKING:

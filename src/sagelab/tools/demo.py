@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
+from sagelab.bundled import asset
 from sagelab.tools.registry import ToolRegistry
 
 __all__ = [
@@ -32,10 +33,9 @@ __all__ = [
     "demo_registry_at",
 ]
 
-# Editable installs and source checkouts: the repository's data/ folder.
-_DATA = Path(__file__).resolve().parents[3] / "data"
-DEMO_SEED_FILE = _DATA / "demo" / "records.sql"
-DEMO_ACTIONS_FILE = _DATA / "actions" / "demo.yaml"
+# Read-only seed and actions shipped in the package; the database itself is always a copy.
+DEMO_SEED_FILE = asset("demo", "records.sql")
+DEMO_ACTIONS_FILE = asset("actions", "demo.yaml")
 
 STATUSES = ("trial", "active", "paused", "closed")
 UpdatableField = Literal["status", "owner", "city", "notes"]

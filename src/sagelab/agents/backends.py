@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sagelab.agents.base import Agent, AgentContext
+from sagelab.extras import missing_extra
 
 AgentFactory = Callable[[AgentContext, Path], Agent]
 
@@ -41,10 +42,8 @@ def create_agent(ctx: AgentContext, base_dir: Path) -> Agent:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise BackendError(
-                f"backend {name!r} needs optional dependencies that are not installed ({exc}); "
-                "install them with: pip install 'sagelab[local]'"
-            ) from exc
+            missing = missing_extra(exc)
+            raise BackendError(f"backend {name!r} cannot start: {missing or exc}") from exc
         factory = getattr(module, attr)
         _registered[name] = factory
     return factory(ctx, base_dir)

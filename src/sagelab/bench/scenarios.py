@@ -23,7 +23,7 @@ from sagelab.metrics import summarize_values
 from sagelab.scenarios.model import Scenario
 from sagelab.scenarios.report import Format, write_report
 from sagelab.scenarios.runner import StepRun
-from sagelab.scenarios.server import STORE_NAME, write_run_config
+from sagelab.scenarios.serverconf import STORE_NAME, write_run_config
 from sagelab.scenarios.suite import ScenarioResult, SuiteResult, run_suite
 
 
