@@ -149,7 +149,14 @@ def test_loop_guard(tokens: list[int], text: str, loop: bool) -> None:
 @pytest.mark.fast
 @pytest.mark.parametrize(
     "kwargs",
-    [{"window": "half"}, {"min_window_s": 0.5}, {"window_pad_s": -1}, {"tokens_per_s": 0}],
+    [
+        {"window": "half"},
+        {"min_window_s": 0.5},
+        {"window_pad_s": -1},
+        {"tokens_per_s": 0},
+        {"retry_window_s": 40},
+        {"max_threads": 0},
+    ],
 )
 def test_window_options_are_checked(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
@@ -184,12 +191,27 @@ def test_a_window_cut_to_the_audio_loops_and_the_guards_catch_it(
     naive = WhisperSTT(min_window_s=1, window_pad_s=0, fallback=False).transcribe(utt.pcm)
     assert naive.window_s == 3.0
     assert normalize(naive.text).count("go forward") >= 2
-    guarded = WhisperSTT(min_window_s=1, window_pad_s=0).transcribe(utt.pcm)
-    assert guarded.fell_back and guarded.window_s == 30.0
-    assert normalize(guarded.text) == "go forward ten meters"
+    retried = WhisperSTT(min_window_s=1, window_pad_s=0).transcribe(utt.pcm)
+    assert retried.fell_back and retried.window_s == 10.0  # the retry window
+    assert normalize(retried.text) == "go forward ten meters"
+    full = WhisperSTT(min_window_s=1, window_pad_s=0, retry_window_s=None).transcribe(utt.pcm)
+    assert full.fell_back and full.window_s == 30.0
+    assert normalize(full.text) == "go forward ten meters"
 
 
 @pytest.mark.model
 def test_silence_decodes_to_nothing_on_the_fitted_window(stt: WhisperSTT) -> None:
     transcript = stt.transcribe(np.zeros(16000, dtype=np.int16))
     assert transcript.text == ""
+
+
+@pytest.mark.model
+def test_a_call_alone_takes_the_wider_replica_and_a_busy_one_does_not(
+    manifest: list[Utterance],
+) -> None:
+    utt = next(u for u in manifest if u.id == "goforward")
+    stt = WhisperSTT(max_threads=2)
+    assert stt._model_for_call(alone=True) is not stt.model  # loads the 2-thread replica
+    assert stt._model_for_call(alone=False) is stt.model
+    assert normalize(stt.transcribe(utt.pcm).text) == "go forward ten meters"
+    assert WhisperSTT()._model_for_call(alone=True) is WhisperSTT().model  # max_threads=1

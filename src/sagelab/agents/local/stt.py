@@ -34,6 +34,19 @@ short path has guards, and any guard that trips re-decodes on the full 30 s wind
   test);
 * turns longer than 30 s minus the padding always take the full path.
 
+A decode that trips a guard is first retried on a window of at least ``retry_window_s``
+(10 s: no fallbacks at all on the speech set at that size), then on the full window.
+
+Threads per call
+----------------
+CTranslate2 fixes a model's thread count when it loads, so ``max_threads`` above
+``cpu_threads`` loads a second replica with that many threads, used for a call that runs
+alone (no other model call on the executor, no other transcription in the process): one
+session on an idle machine gets both cores, and under load every call stays on one thread,
+so workers × threads stays at the core count. Off by default (``max_threads=1``): on the
+shared development machine (load average 11-16 on 2 cores) the measurement did not clearly
+pay (fitted windows 16 % faster at p50, full windows 41 % slower; ``docs/turn-taking.md``).
+
 Measured on the real speech set (``python -m sagelab.bench.stt_window``, numbers and the
 choice of defaults in ``docs/turn-taking.md``).
 
@@ -55,7 +68,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from sagelab.agents.local.errors import ModelLoadError
-from sagelab.agents.local.executor import model_workers
+from sagelab.agents.local.executor import model_workers, running_calls
 from sagelab.audio import PCM16, SAMPLE_RATE, ensure_pcm16, silence, to_float32
 
 if TYPE_CHECKING:
@@ -154,6 +167,8 @@ def _resolve(model: str | Path | None, allow_download: bool) -> str:
 
 _models: dict[tuple[str, str, int, int], WhisperModel] = {}
 _models_lock = threading.Lock()
+_active = 0  # transcriptions running in this process, any WhisperSTT
+_active_lock = threading.Lock()
 
 
 def _load(source: str, compute_type: str, cpu_threads: int, num_workers: int) -> WhisperModel:
@@ -243,6 +258,8 @@ class WhisperSTT:
         window_pad_s: float = 2.0,
         tokens_per_s: float = 8.0,
         fallback: bool = True,
+        retry_window_s: float | None = 10.0,
+        max_threads: int = 1,
     ) -> None:
         if window not in ("fit", "full"):
             raise ValueError(f"window must be 'fit' or 'full', got {window!r}")
@@ -254,6 +271,10 @@ class WhisperSTT:
             raise ValueError(f"tokens_per_s must be positive, got {tokens_per_s}")
         if cpu_threads < 1:
             raise ValueError(f"cpu_threads must be at least 1, got {cpu_threads}")
+        if max_threads < 1:
+            raise ValueError(f"max_threads must be at least 1, got {max_threads}")
+        if retry_window_s is not None and not 1.0 <= retry_window_s <= FULL_WINDOW_S:
+            raise ValueError(f"retry_window_s must be in [1, 30] or None, got {retry_window_s}")
         if beam_size < 1:
             raise ValueError(f"beam_size must be at least 1, got {beam_size}")
         self.source = _resolve(model, allow_download)
@@ -270,6 +291,9 @@ class WhisperSTT:
         self.window_pad_s = float(window_pad_s)
         self.tokens_per_s = float(tokens_per_s)
         self.fallback = fallback
+        self.retry_window_s = retry_window_s
+        self.max_threads = max_threads
+        self._wide: WhisperModel | None = None
         self.model = _load(self.source, compute_type, cpu_threads, self.num_workers)
         self._fit_setup: tuple[Any, list[int], list[int] | None] | None = None
 
@@ -287,16 +311,41 @@ class WhisperSTT:
             and self.hotwords is None
             and duration + self.window_pad_s <= FULL_WINDOW_S
         )
-        if fits:
-            fitted = self._transcribe_fitted(audio, duration)
-            if fitted is not None:
-                text, no_speech, window_s = fitted
-                return Transcript(
-                    text, duration, time.perf_counter() - t0, no_speech, window_s, False
-                )
-        text, no_speech = self._transcribe_full(audio)
+        global _active
+        with _active_lock:
+            _active += 1
+            alone = _active == 1
+        try:
+            model = self._model_for_call(alone)
+            tried = False
+            if fits:
+                for min_window in self._ladder():
+                    fitted = self._transcribe_fitted(model, audio, duration, min_window)
+                    if fitted is not None:
+                        text, no_speech, window_s = fitted
+                        elapsed = time.perf_counter() - t0
+                        return Transcript(text, duration, elapsed, no_speech, window_s, tried)
+                    tried = True
+            text, no_speech = self._transcribe_full(model, audio)
+        finally:
+            with _active_lock:
+                _active -= 1
         window_s = FULL_WINDOW_S * max(1, math.ceil(duration / FULL_WINDOW_S))
-        return Transcript(text, duration, time.perf_counter() - t0, no_speech, window_s, fits)
+        return Transcript(text, duration, time.perf_counter() - t0, no_speech, window_s, tried)
+
+    def _ladder(self) -> list[float]:
+        """Minimum windows to try in order before the full one."""
+        if self.retry_window_s is None or self.retry_window_s <= self.min_window_s:
+            return [self.min_window_s]
+        return [self.min_window_s, self.retry_window_s]
+
+    def _model_for_call(self, alone: bool) -> WhisperModel:
+        """The ``max_threads`` replica when no other model call runs, else the narrow one."""
+        if self.max_threads <= self.cpu_threads or not alone or running_calls() > 1:
+            return self.model
+        if self._wide is None:
+            self._wide = _load(self.source, self.compute_type, self.max_threads, 1)
+        return self._wide
 
     def _fit_prompt(self) -> tuple[Any, list[int], list[int] | None]:
         """Tokenizer, decoder prompt and suppressed tokens, as faster-whisper builds them."""
@@ -315,15 +364,15 @@ class WhisperSTT:
         return self._fit_setup
 
     def _transcribe_fitted(
-        self, audio: np.ndarray, duration: float
+        self, model: WhisperModel, audio: np.ndarray, duration: float, min_window_s: float
     ) -> tuple[str, float | None, float] | None:
         """Greedy decode on a window fitted to the turn; ``None`` when a guard trips."""
         import ctranslate2
 
         tokenizer, prompt, suppressed = self._fit_prompt()
-        features = self.model.feature_extractor(audio)
+        features = model.feature_extractor(audio)
         content = features.shape[-1] - 1  # the last frame only covers the stft padding
-        frames = fitted_window_frames(content, self.min_window_s, self.window_pad_s)
+        frames = fitted_window_frames(content, min_window_s, self.window_pad_s)
         window = np.zeros((1, features.shape[0], frames), dtype=np.float32)
         window[0, :, :content] = features[:, :content]  # zeros after: as pad_or_trim does
         budget = math.ceil(self.tokens_per_s * duration) + 8
@@ -336,7 +385,7 @@ class WhisperSTT:
             if temperature == 0
             else {"beam_size": 1, "sampling_topk": 0, "sampling_temperature": temperature}
         )
-        result = self.model.model.generate(
+        result = model.model.generate(
             ctranslate2.StorageView.from_array(window),
             [prompt],
             max_length=len(prompt) + budget,
@@ -357,8 +406,8 @@ class WhisperSTT:
             return "", None, frames / _FRAMES_PER_S
         return text, no_speech, frames / _FRAMES_PER_S
 
-    def _transcribe_full(self, audio: np.ndarray) -> tuple[str, float | None]:
-        segments, _info = self.model.transcribe(
+    def _transcribe_full(self, model: WhisperModel, audio: np.ndarray) -> tuple[str, float | None]:
+        segments, _info = model.transcribe(
             audio,
             language=self.language,
             beam_size=self.beam_size,
@@ -402,6 +451,8 @@ def get_stt(
     min_window_s: float = 5.0,
     window_pad_s: float = 2.0,
     tokens_per_s: float = 8.0,
+    retry_window_s: float | None = 10.0,
+    max_threads: int = 1,
 ) -> WhisperSTT:
     """The process-wide :class:`WhisperSTT` for these settings (same arguments, same object).
 
@@ -412,6 +463,7 @@ def get_stt(
     temp = tuple(temperature) if isinstance(temperature, list | tuple) else temperature
     key = (source, compute_type, cpu_threads, beam_size, language, workers, temp)
     key += (initial_prompt, hotwords, window, min_window_s, window_pad_s, tokens_per_s)
+    key += (retry_window_s, max_threads)
     with _instances_lock:
         stt = _instances.get(key)
         if stt is None:
@@ -430,5 +482,7 @@ def get_stt(
                 min_window_s=min_window_s,
                 window_pad_s=window_pad_s,
                 tokens_per_s=tokens_per_s,
+                retry_window_s=retry_window_s,
+                max_threads=max_threads,
             )
         return stt
