@@ -174,6 +174,7 @@ def test_short_turns_encode_a_short_window(stt: WhisperSTT, manifest: list[Utter
 
 
 @pytest.mark.model
+@pytest.mark.timeout(600)  # 42 transcriptions, half of them on the full window
 def test_fitted_window_wer_no_worse_than_full(manifest: list[Utterance]) -> None:
     refs = [u.text for u in manifest]
     fitted = [get_stt().transcribe(u.pcm).text for u in manifest]
