@@ -21,13 +21,15 @@ turn so far (from 0.5 s before its first ``speech_start``, at most the last 8 s)
 
 * **cut**: reference utterances with a turn end decided strictly inside them (between their
   energy start and energy end): the agent would have started answering mid-sentence.
-* **wait**: from the utterance's energy end to the first turn end after it, in ms of audio,
-  plus the measured model time of the calls that decided it (``wait incl. model``).
+* **wait**: from the utterance's energy end to the first turn end after it, in ms of audio;
+  then with the model call that decided it added, as CPU time (what an idle core would take)
+  and as wall time (what this machine gave).
 * **late**: utterances whose turn did not end before the next utterance began (2 s later).
 
 Model calls are cached per (passage, turn start, decision sample): policies that differ only in
 threshold or fallback share them, and each call's own measured time is added to the waits it
-decides. The machine may be shared: the model time p50/p95/p99 is reported with the table.
+decides. The machine may be shared: the model's wall and CPU time p50/p95/p99 and the load
+average are reported with the table.
 """
 
 from __future__ import annotations
