@@ -137,8 +137,13 @@ def test_fitted_window_is_turn_plus_pad_in_whole_seconds() -> None:
         ([7, 7], "five five", False),
         ([7, 7, 7], "no no no", False),
         ([7, 7, 7, 7], "no no no no", True),
-        ([1, 2, 3, 1, 2, 3], "go forward ten go forward ten", True),
-        ([9, 1, 2, 3, 1, 2, 3, 8], "x go forward ten go forward ten y", True),
+        ([1, 2, 3, 4, 1, 2, 3, 4], "go forward ten meters go forward ten meters", True),
+        ([9, 1, 2, 3, 4, 5, 6, 9, 1, 2, 3, 4], "search in oslo. search in o", True),
+        ([5, 6, 5, 6, 5, 6], "Enter. Enter. Enter.", True),
+        ([5, 6, 5, 6], "Enter. Enter.", False),
+        ([1, 2, 3, 1, 2, 3], "go forward ten go forward ten", False),  # twice, 3 tokens
+        ([1, 2, 3, 1, 2, 3, 1, 2, 3], "go forward ten" * 3, True),
+        ([8, 2, 3, 9, 4, 2, 3, 7, 5, 2, 3], "eight of spades four of clubs seven of", False),
         ([1, 2, 3, 4], "la " * 40, True),  # compresses far better than speech
     ],
 )

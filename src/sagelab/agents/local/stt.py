@@ -29,9 +29,9 @@ short path has guards, and any guard that trips re-decodes on the full 30 s wind
 
 * a token budget proportional to the audio (``tokens_per_s`` × duration + 8): a decode that
   uses all of it did not end by itself;
-* a repetition check: a run of three or more tokens repeated back to back, one token four
-  times in a row, or text that zlib compresses more than 2.4× (faster-whisper's own loop
-  test);
+* a repetition check (:func:`looks_like_a_loop`): any four tokens that occur twice, two or
+  three tokens repeated three times back to back, one token four times in a row, or text
+  that zlib compresses more than 2.4× (faster-whisper's own loop test);
 * turns longer than 30 s minus the padding always take the full path.
 
 A decode that trips a guard is first retried on a window of at least ``retry_window_s``
@@ -204,18 +204,27 @@ def _load(source: str, compute_type: str, cpu_threads: int, num_workers: int) ->
 def looks_like_a_loop(tokens: list[int], text: str) -> bool:
     """The repetition guard: does this decode look like Whisper stuck in a loop?
 
-    True for a run of three or more tokens repeated back to back, a single token four times in
-    a row, or text that compresses more than 2.4× (faster-whisper's own threshold). "five
-    five" and "no, no" pass; "Go forward. Go forward." does not.
+    True when any run of four tokens occurs twice ("Search for customers in Oslo. Search for
+    customers in O", the copy cut short by the end of the audio), a run of two or three tokens
+    repeats three times back to back ("Enter. Enter. Enter."), one token four times in a row,
+    or the text compresses more than 2.4× (faster-whisper's own threshold). "five five", "no,
+    no" and "eight of spades, four of clubs" pass. A false alarm only costs a retry on a
+    larger window, never accuracy.
     """
     n = len(tokens)
-    for size in range(3, n // 2 + 1):
-        for start in range(n - 2 * size + 1):
-            if tokens[start : start + size] == tokens[start + size : start + 2 * size]:
-                return True
+    seen: set[tuple[int, ...]] = set()
     for start in range(n - 3):
-        if len(set(tokens[start : start + 4])) == 1:
+        gram = tuple(tokens[start : start + 4])
+        if gram in seen:
             return True
+        seen.add(gram)
+    for size, times in ((1, 4), (2, 3), (3, 3)):
+        for start in range(n - size * times + 1):
+            unit = tokens[start : start + size]
+            if all(
+                tokens[start + k * size : start + (k + 1) * size] == unit for k in range(1, times)
+            ):
+                return True
     data = text.encode("utf-8")
     return len(data) > 24 and len(data) / len(zlib.compress(data)) > 2.4
 
