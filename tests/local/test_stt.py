@@ -12,7 +12,14 @@ import pytest
 from local_helpers import Utterance, load_manifest, normalize, wer
 
 from sagelab.agents.local.errors import ModelLoadError
-from sagelab.agents.local.stt import Transcript, WhisperSTT, bundled_model_path, get_stt
+from sagelab.agents.local.stt import (
+    Transcript,
+    WhisperSTT,
+    bundled_model_path,
+    fitted_window_frames,
+    get_stt,
+    looks_like_a_loop,
+)
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +116,108 @@ def test_prompt_and_hotwords_pass_through(manifest: list[Utterance]) -> None:
     biased = get_stt(initial_prompt="Robot commands.", hotwords="forward meters")
     assert biased.model is get_stt().model
     assert normalize(biased.transcribe(utt.pcm).text) == "go forward ten meters"
+
+
+# -- the encoder window fitted to the turn ---------------------------------------------------
+
+
+@pytest.mark.fast
+def test_fitted_window_is_turn_plus_pad_in_whole_seconds() -> None:
+    assert fitted_window_frames(278, min_window_s=5, pad_s=2) == 500  # 2.8 s → the 5 s floor
+    assert fitted_window_frames(710, min_window_s=5, pad_s=2) == 1000  # 7.1 + 2 → 10 s
+    assert fitted_window_frames(2900, min_window_s=5, pad_s=2) == 3000  # never above 30 s
+    assert fitted_window_frames(100, min_window_s=1, pad_s=0) == 100
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(
+    ("tokens", "text", "loop"),
+    [
+        ([1, 2, 3, 4, 5], "go forward ten meters", False),
+        ([7, 7], "five five", False),
+        ([7, 7, 7], "no no no", False),
+        ([7, 7, 7, 7], "no no no no", True),
+        ([1, 2, 3, 4, 1, 2, 3, 4], "go forward ten meters go forward ten meters", True),
+        ([9, 1, 2, 3, 4, 5, 6, 9, 1, 2, 3, 4], "search in oslo. search in o", True),
+        ([5, 6, 5, 6, 5, 6], "Enter. Enter. Enter.", True),
+        ([5, 6, 5, 6], "Enter. Enter.", False),
+        ([1, 2, 3, 1, 2, 3], "go forward ten go forward ten", False),  # twice, 3 tokens
+        ([1, 2, 3, 1, 2, 3, 1, 2, 3], "go forward ten" * 3, True),
+        ([8, 2, 3, 9, 4, 2, 3, 7, 5, 2, 3], "eight of spades four of clubs seven of", False),
+        ([1, 2, 3, 4], "la " * 40, True),  # compresses far better than speech
+    ],
+)
+def test_loop_guard(tokens: list[int], text: str, loop: bool) -> None:
+    assert looks_like_a_loop(tokens, text) is loop
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"window": "half"},
+        {"min_window_s": 0.5},
+        {"window_pad_s": -1},
+        {"tokens_per_s": 0},
+        {"retry_window_s": 40},
+        {"max_threads": 0},
+    ],
+)
+def test_window_options_are_checked(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        WhisperSTT(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.model
+def test_short_turns_encode_a_short_window(stt: WhisperSTT, manifest: list[Utterance]) -> None:
+    utt = next(u for u in manifest if u.id == "goforward")
+    transcript = stt.transcribe(utt.pcm)
+    assert transcript.window_s == 5.0 and not transcript.fell_back
+    assert normalize(transcript.text) == "go forward ten meters"
+    full = get_stt(window="full").transcribe(utt.pcm)
+    assert full.window_s == 30.0 and normalize(full.text) == normalize(transcript.text)
+
+
+@pytest.mark.model
+@pytest.mark.timeout(600)  # 42 transcriptions, half of them on the full window
+def test_fitted_window_wer_no_worse_than_full(manifest: list[Utterance]) -> None:
+    refs = [u.text for u in manifest]
+    fitted = [get_stt().transcribe(u.pcm).text for u in manifest]
+    full = [get_stt(window="full").transcribe(u.pcm).text for u in manifest]
+    assert wer(refs, fitted) <= wer(refs, full) + 0.01
+
+
+@pytest.mark.model
+def test_a_window_cut_to_the_audio_loops_and_the_guards_catch_it(
+    manifest: list[Utterance],
+) -> None:
+    """Encoded on exactly its own 2.8 s, "Go forward 10 meters." repeats until the budget runs
+    out; with the guards the same call falls back to the full window and reads right."""
+    utt = next(u for u in manifest if u.id == "goforward")
+    naive = WhisperSTT(min_window_s=1, window_pad_s=0, fallback=False).transcribe(utt.pcm)
+    assert naive.window_s == 3.0
+    assert normalize(naive.text).count("go forward") >= 2
+    retried = WhisperSTT(min_window_s=1, window_pad_s=0).transcribe(utt.pcm)
+    assert retried.fell_back and retried.window_s == 10.0  # the retry window
+    assert normalize(retried.text) == "go forward ten meters"
+    full = WhisperSTT(min_window_s=1, window_pad_s=0, retry_window_s=None).transcribe(utt.pcm)
+    assert full.fell_back and full.window_s == 30.0
+    assert normalize(full.text) == "go forward ten meters"
+
+
+@pytest.mark.model
+def test_silence_decodes_to_nothing_on_the_fitted_window(stt: WhisperSTT) -> None:
+    transcript = stt.transcribe(np.zeros(16000, dtype=np.int16))
+    assert transcript.text == ""
+
+
+@pytest.mark.model
+def test_a_call_alone_takes_the_wider_replica_and_a_busy_one_does_not(
+    manifest: list[Utterance],
+) -> None:
+    utt = next(u for u in manifest if u.id == "goforward")
+    stt = WhisperSTT(max_threads=2)
+    assert stt._model_for_call(alone=True) is not stt.model  # loads the 2-thread replica
+    assert stt._model_for_call(alone=False) is stt.model
+    assert normalize(stt.transcribe(utt.pcm).text) == "go forward ten meters"
+    assert WhisperSTT()._model_for_call(alone=True) is WhisperSTT().model  # max_threads=1

@@ -16,6 +16,7 @@ from sagelab.agents.local.tts import (
     SpeechChunk,
     approximate_alignment,
     get_tts,
+    split_first_clause,
     split_sentences,
 )
 from sagelab.metrics.accuracy import score
@@ -147,3 +148,53 @@ def test_approximate_alignment_spreads_over_the_voiced_span() -> None:
     alignment = approximate_alignment("abcd", pcm)
     assert [ch for ch, _ in alignment] == list("abcd")
     assert [t for _, t in alignment] == pytest.approx([0.25, 0.375, 0.5, 0.625], abs=0.011)
+
+
+LONG_REPLY = (
+    "I found three flights to Lisbon tomorrow morning, and the cheapest one leaves at six "
+    "forty with a short stop in Madrid. Shall I book it?"
+)
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(
+    ("sentence", "expected"),
+    [
+        ("Okay, sure.", ["Okay, sure."]),  # short: one piece
+        (
+            "I found three flights to Lisbon tomorrow morning, and the cheapest one leaves soon.",
+            [
+                "I found three flights to Lisbon tomorrow morning,",
+                "and the cheapest one leaves soon.",
+            ],
+        ),
+        (
+            "Well, that depends on the weather, but most people take the coastal path.",
+            ["Well, that depends on the weather,", "but most people take the coastal path."],
+        ),
+        (
+            "The museum opens at nine and closes at five except on Mondays and holidays.",
+            ["The museum opens at nine and closes at five except on Mondays and holidays."],
+        ),
+        (
+            "Your table for four is booked at seven p.m. on Friday, ok.",
+            ["Your table for four is booked at seven p.m. on Friday, ok."],
+        ),
+    ],
+)
+def test_split_first_clause(sentence: str, expected: list[str]) -> None:
+    assert split_first_clause(sentence) == expected
+
+
+@pytest.mark.model
+def test_a_long_first_sentence_starts_with_its_first_clause(tts: PiperTTS) -> None:
+    chunks = list(tts.synthesize(LONG_REPLY))
+    assert [c.text for c in chunks] == [
+        "I found three flights to Lisbon tomorrow morning,",
+        "and the cheapest one leaves at six forty with a short stop in Madrid.",
+        "Shall I book it?",
+    ]
+    assert chunks[0].duration_s < chunks[1].duration_s
+    whole = list(get_tts(first_clause_chars=None).synthesize(LONG_REPLY))
+    assert [c.text for c in whole] == split_sentences(LONG_REPLY)
+    assert chunks[0].duration_s < 0.7 * whole[0].duration_s

@@ -78,7 +78,7 @@ def piper_synthesizer() -> Synthesizer:
     """Lines to ``say``, spoken by the local Piper voice (loaded once per process)."""
     from sagelab.agents.local.tts import get_tts
 
-    tts = get_tts()
+    tts = get_tts(first_clause_chars=None)  # a user's line is spoken whole, not clause-first
 
     def synthesize(text: str) -> np.ndarray:
         parts = [chunk.pcm for chunk in tts.synthesize(text)]

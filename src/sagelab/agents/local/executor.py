@@ -12,6 +12,10 @@ two concurrent transcriptions really run in parallel instead of serialising insi
 
 Cancelling the awaiting task removes a call that is still queued (``concurrent.futures``
 cancels pending work items); a call already running finishes, and its result is dropped.
+
+:func:`running_calls` says how many calls are running right now, so that a model can take
+a second thread when it has the machine to itself (``WhisperSTT(max_threads=2)``) and stay on
+one when the other worker is busy.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ __all__ = [
     "model_executor",
     "model_workers",
     "run_model",
+    "running_calls",
     "shutdown_model_executor",
 ]
 
@@ -43,6 +48,7 @@ R = TypeVar("R")
 _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
 _workers = 0
+_running = 0
 
 
 def configured_workers(env: Mapping[str, str] | None = None) -> int:
@@ -101,8 +107,25 @@ def shutdown_model_executor(wait: bool = True) -> None:
         executor.shutdown(wait=wait, cancel_futures=True)
 
 
+def running_calls() -> int:
+    """Model calls running on the pool at this moment (queued ones not counted)."""
+    with _lock:
+        return _running
+
+
+def _counted(call: Callable[[], R]) -> R:
+    global _running
+    with _lock:
+        _running += 1
+    try:
+        return call()
+    finally:
+        with _lock:
+            _running -= 1
+
+
 async def run_model(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     """Run a blocking model call on the shared pool without blocking the event loop."""
     loop = asyncio.get_running_loop()
     call = functools.partial(fn, *args, **kwargs)
-    return await loop.run_in_executor(model_executor(), call)
+    return await loop.run_in_executor(model_executor(), _counted, call)

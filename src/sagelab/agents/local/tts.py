@@ -19,6 +19,15 @@ package), and the bundled joe voice is not patched. So each character's start ti
 share of the chunk's voiced span (leading and trailing silence excluded), all characters
 weighted alike. That is good enough to pace captions, not to highlight phonemes.
 
+**First audio.** Piper synthesises a whole piece in one ONNX call (about 0.1 s of compute per
+second of speech on one core), so the reply's first audio waits for its whole first piece.
+When that first sentence is long (``first_clause_chars``, default 50 characters), it is cut
+after its first comma, colon or semicolon, as long as both parts keep at least 12 characters:
+the first chunk then costs a clause, not a sentence (``python -m sagelab.bench.tts_first_audio``;
+figures in ``docs/turn-taking.md``). The comma stays with the clause, so espeak-ng still gives
+it a continuing intonation; later sentences are not cut, since they are synthesised while the
+first one plays.
+
 ``cpu_threads`` defaults to 1 because synthesis runs on the model executor next to Whisper:
 one thread per call keeps workers × threads at the core count. Two threads halve a single
 call's time (RTF ~0.05 instead of ~0.1) when the machine is otherwise idle.
@@ -46,6 +55,7 @@ __all__ = [
     "SpeechChunk",
     "approximate_alignment",
     "get_tts",
+    "split_first_clause",
     "split_sentences",
 ]
 
@@ -107,6 +117,20 @@ def split_sentences(text: str) -> list[str]:
     if tail:
         sentences.append(tail)
     return sentences
+
+
+_CLAUSE_BREAK = re.compile(r"[,:;] ")
+
+
+def split_first_clause(sentence: str, long: int = 50, min_chars: int = 12) -> list[str]:
+    """``sentence`` cut after its first clause when it is at least ``long`` characters and
+    both parts keep ``min_chars``; otherwise ``[sentence]``."""
+    if len(sentence) < long:
+        return [sentence]
+    match = _CLAUSE_BREAK.search(sentence, min_chars)
+    if match is None or len(sentence) - match.end() < min_chars:
+        return [sentence]
+    return [sentence[: match.start() + 1], sentence[match.end() :]]
 
 
 def approximate_alignment(text: str, pcm: PCM16, rate: int = SAMPLE_RATE) -> Alignment:
@@ -203,6 +227,7 @@ class PiperTTS:
         length_scale: float = 1.0,
         volume: float = 1.0,
         cpu_threads: int = 1,
+        first_clause_chars: int | None = 50,
     ) -> None:
         if length_scale <= 0:
             raise ValueError(f"length_scale must be positive, got {length_scale}")
@@ -214,6 +239,11 @@ class PiperTTS:
         self.length_scale = length_scale
         self.volume = volume
         self.cpu_threads = cpu_threads
+        if first_clause_chars is not None and first_clause_chars < 1:
+            raise ValueError(
+                f"first_clause_chars must be positive or None, got {first_clause_chars}"
+            )
+        self.first_clause_chars = first_clause_chars
         self.voice = _load_voice(self.model_path, self.config_path, cpu_threads)
         from piper.config import SynthesisConfig
 
@@ -229,9 +259,13 @@ class PiperTTS:
     def synthesize(self, text: str) -> Iterator[SpeechChunk]:
         """Yield one 16 kHz chunk per sentence of ``text``, each as soon as it is ready.
 
-        Sentences that produce no phonemes (stray punctuation, emoji) yield nothing.
+        A long first sentence comes as two chunks, its first clause and the rest (module
+        docstring). Sentences that produce no phonemes (stray punctuation, emoji) yield nothing.
         """
-        for sentence in split_sentences(text):
+        pieces = split_sentences(text)
+        if pieces and self.first_clause_chars is not None:
+            pieces[:1] = split_first_clause(pieces[0], self.first_clause_chars)
+        for sentence in pieces:
             parts = [c.audio_float_array for c in self.voice.synthesize(sentence, self._syn_config)]
             if not parts:
                 continue
@@ -257,10 +291,12 @@ def get_tts(
     length_scale: float = 1.0,
     volume: float = 1.0,
     cpu_threads: int = 1,
+    first_clause_chars: int | None = 50,
 ) -> PiperTTS:
     """The process-wide :class:`PiperTTS` for these settings (same arguments, same object)."""
     model_path, config_path = _resolve(model, config)
     key = (model_path, config_path, float(length_scale), float(volume), cpu_threads)
+    key += (first_clause_chars,)
     with _instances_lock:
         tts = _instances.get(key)
         if tts is None:
@@ -270,5 +306,6 @@ def get_tts(
                 length_scale=length_scale,
                 volume=volume,
                 cpu_threads=cpu_threads,
+                first_clause_chars=first_clause_chars,
             )
         return tts
