@@ -13,12 +13,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sagelab.bench.streaming_cmd import bench_streaming
+
 app = typer.Typer(help="Real-time voice conversations with AI agents.", no_args_is_help=True)
 bench_app = typer.Typer(
-    help="Benchmarks: transport, pipeline, accuracy, network, run (scenarios).",
+    help="Benchmarks: transport, pipeline, accuracy, streaming, network, run (scenarios).",
     no_args_is_help=True,
 )
 app.add_typer(bench_app, name="bench")
+bench_app.command("streaming")(bench_streaming)
 console = Console()
 
 ConfigOpt = Annotated[
