@@ -15,8 +15,8 @@ speaker this way gives a long passage with natural pauses, some shorter and some
 the agent's end-of-turn silence, at no cost in repository size.
 
 ``start`` says when the user begins: ``after_greeting`` (``lead_s`` after the agent's greeting
-has finished playing) or ``during_greeting`` (``lead_s`` after the conversation opened, while
-the greeting plays). ``kind`` is a label for the report (``single``, ``passage``,
+has finished playing) or ``during_greeting`` (``lead_s`` after the greeting's first audio
+arrived, so the user talks over it). ``kind`` is a label for the report (``single``, ``passage``,
 ``over_greeting``, ``after_turn_end``); the reference transcript is the parts' texts joined.
 """
 

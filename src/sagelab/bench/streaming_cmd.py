@@ -61,6 +61,9 @@ def bench_streaming(
     plots: Annotated[
         Path | None, typer.Option(help="Write streaming_wer.png to this folder")
     ] = None,
+    stages: Annotated[
+        bool, typer.Option(help="Ask the server for per-turn stage timings (changes timing)")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object last")] = False,
 ) -> None:
     """Streaming WER vs offline WER of the same Whisper model on the same real speech.
@@ -106,7 +109,7 @@ def bench_streaming(
 
         result = run_check(
             audio, chunks_ms=chunks, sessions=sessions, agent_id=agent_id, config=config,
-            url=url, on_offline=offline_done, on_done=streamed,
+            url=url, on_offline=offline_done, on_done=streamed, stages=stages,
         )  # fmt: skip
     if plots is not None:
         result.conditions["plot"] = str(save_plot(result, plots))
