@@ -249,3 +249,51 @@ async def test_microphone_sends_queued_audio_without_gaps_and_silence_around_it(
     assert start_chunk == nonzero[0] // 160 + 1 and end_chunk == nonzero[-1] // 160 + 1
     with pytest.raises(ValueError, match="needs some audio"):
         mic.play(np.zeros(0, dtype=np.int16))
+
+
+# -- when a conversation is over --------------------------------------------------------
+
+
+class _Timeline:
+    def __init__(self, *events: tuple[str, int | None, dict[str, object]]) -> None:
+        from sagelab.client.timeline import TimelineEvent
+
+        self.events = [TimelineEvent(n * 1_000_000, "recv", kind, eid, data)
+                       for n, (kind, eid, data) in enumerate(events)]  # fmt: skip
+
+
+class _Session:
+    def __init__(self, *events: tuple[str, int | None, dict[str, object]]) -> None:
+        self.timeline = _Timeline(*events)
+
+
+def test_a_transcription_is_pending_until_its_reply_or_its_stt_stage() -> None:
+    from sagelab.bench.streaming import STAGE, _transcription_pending
+
+    def pending(*events: tuple[str, int | None, dict[str, object]]) -> bool:
+        return _transcription_pending(_Session(*events), 0)  # type: ignore[arg-type]
+
+    said, reply = ("user_transcript", 3, {}), ("agent_response", 3, {})
+    # Without stage timings: nothing heard yet, or a transcript still waiting for its reply.
+    assert pending()
+    assert pending(said)
+    assert not pending(said, reply)
+    assert pending(said, reply, ("user_transcript", 4, {}))
+    # With them: the newest turn being transcribed decides; an older one that was dropped
+    # for it is a loss, not a reason to wait.
+    cut = (STAGE, 5, {"stage": "utterance"})
+    assert pending(cut)
+    assert not pending(cut, (STAGE, 5, {"stage": "stt"}))
+    assert not pending(cut, (STAGE, 6, {"stage": "utterance"}), (STAGE, 6, {"stage": "stt"}))
+    assert pending((STAGE, 6, {"stage": "utterance"}), (STAGE, 5, {"stage": "stt"}))
+
+
+def test_agent_audio_counts_as_playing_until_its_playout_ends() -> None:
+    from sagelab.bench.streaming import _agent_playing_at
+
+    # Two 0.5 s chunks received at 0 and 1 ms: they play until 1.0 s.
+    session = _Session(("audio", 1, {"duration_s": 0.5}), ("audio", 1, {"duration_s": 0.5}))
+    assert _agent_playing_at(session, int(0.9e9))  # type: ignore[arg-type]
+    assert not _agent_playing_at(session, int(1.1e9))  # type: ignore[arg-type]
+    cut = _Session(("audio", 1, {"duration_s": 5.0}), ("interruption", 1, {}))
+    assert not _agent_playing_at(cut, int(0.5e9))  # type: ignore[arg-type]

@@ -1,6 +1,6 @@
 """Streaming WER through the real server equals offline WER of the same model (issue 11).
 
-A reduced ``sagelab bench streaming``: a long passage with natural pauses and speech over the
+A reduced ``sagelab bench streaming``: long passages with natural pauses and speech over the
 greeting, streamed in real time to the in-process server's ``audio-sage`` at the smallest and
 the largest chunk size; the pooled WER of all the transcripts must stay within one point of
 the same Whisper model run offline on the same speech. The full check (13 cases, 20/32/100/250
@@ -17,7 +17,10 @@ from sagelab.bench.streamcases import build_all, read_cases, read_recordings
 from sagelab.bench.streaming import OFFLINE, run_check
 
 SPEECH = Path(__file__).resolve().parents[2] / "data" / "speech"
-CASES = ("alsa_passage", "austen_over_greeting")
+# Two long passages with pauses that end turns, and speech over the greeting: 103 reference
+# words, so the 1-point bound allows one word of difference. Whisper may hear a turn cut by
+# the agent a word differently from the whole passage; losing a turn costs many words.
+CASES = ("austen_passage", "alsa_passage", "forever_over_greeting", "cards_over_greeting")
 
 
 @pytest.mark.model
@@ -36,8 +39,9 @@ def test_streaming_loses_no_words_against_offline() -> None:
     pooled = result.pooled.set_index("mode")
     assert list(pooled.index) == [OFFLINE, "20 ms", "250 ms"]
     assert pooled.loc[OFFLINE, "wer"] < 0.1  # the offline baseline is a sane one
-    # The over-greeting case really spoke over the greeting (else it tests nothing).
-    over = result.per_case[result.per_case["case"] == "austen_over_greeting"]
+    assert result.conditions["ref_words"] >= 100
+    # The over-greeting cases really spoke over the greeting (else they test nothing).
+    over = result.per_case[result.per_case["kind"] == "over_greeting"]
     assert over["greeting_playing"].dropna().all()
     lost = result.failures[["case", "mode", "hypothesis", "offline_hypothesis", "error"]]
     assert result.passed, f"\n{result.pooled.to_string()}\n{lost.to_string()}"
