@@ -297,3 +297,39 @@ def test_agent_audio_counts_as_playing_until_its_playout_ends() -> None:
     assert not _agent_playing_at(session, int(1.1e9))  # type: ignore[arg-type]
     cut = _Session(("audio", 1, {"duration_s": 5.0}), ("interruption", 1, {}))
     assert not _agent_playing_at(cut, int(0.5e9))  # type: ignore[arg-type]
+
+
+# -- the command ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--case", "nope"], "no case 'nope'"),
+        (["--chunk-ms", "5"], "between 10 and 1000 ms"),
+        (["--chunk-ms", "20,fast"], "integers in ms"),
+    ],
+)
+def test_the_command_refuses_bad_input_before_starting_anything(args, message) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from sagelab.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "streaming", *args])
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+
+
+def test_the_command_names_the_bad_line_of_a_case_file(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sagelab.cli import app
+
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text('{"id": "a", "parts": ["cards_001", 0.5]}\n')
+    result = CliRunner().invoke(
+        app, ["bench", "streaming", "--cases", str(cases), "--manifest",
+              str(SPEECH / "manifest.jsonl")],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "cases.jsonl:1" in "".join(result.output.split())

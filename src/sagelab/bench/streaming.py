@@ -426,6 +426,8 @@ def failures(per_case: Any, tolerance: float = TOLERANCE) -> Any:
     worse = streaming["wer"] - streaming["offline_wer"] > tolerance + 1e-9
     columns = ["case", "mode", "wer", "offline_wer", "reference", "hypothesis",
                "offline_hypothesis", "transcripts", "error"]  # fmt: skip
+    if "timed_out" in streaming.columns:
+        columns.append("timed_out")
     return streaming.loc[worse | streaming["error"].notna(), columns].reset_index(drop=True)
 
 

@@ -144,9 +144,12 @@ def print_report(result: Any) -> None:
         per_case.add_row(str(name), *(f"{v:.0%}" for v in values))
     console.print(per_case)
     for row in result.failures.itertuples():
+        notes = f", [red]{row.error}[/]" if isinstance(row.error, str) else ""
+        if getattr(row, "timed_out", None) is True:
+            notes += ", no transcript and reply within the wait"
         console.print(
             f"[bold]{row.case} @ {row.mode}[/]: WER {row.wer:.0%} (offline {row.offline_wer:.0%})"
-            + (f", [red]{row.error}[/]" if isinstance(row.error, str) else ""),
+            f"{notes}",
             highlight=False,
         )
         console.print(f"  reference: {row.reference}", highlight=False)
