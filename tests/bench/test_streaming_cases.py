@@ -19,14 +19,8 @@ from sagelab.bench.streamcases import (
     read_recordings,
     windows,
 )
-from sagelab.bench.streaming import (
-    OFFLINE,
-    Heard,
-    Microphone,
-    failures,
-    per_case_table,
-    pooled_table,
-)
+from sagelab.bench.streaming import Microphone
+from sagelab.bench.streamreport import OFFLINE, Heard, failures, per_case_table, pooled_table
 
 SPEECH = Path(__file__).resolve().parents[2] / "data" / "speech"
 pytestmark = pytest.mark.fast

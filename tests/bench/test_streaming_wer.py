@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from sagelab.bench.streamcases import build_all, read_cases, read_recordings
-from sagelab.bench.streaming import OFFLINE, run_check
+from sagelab.bench.streaming import run_check
+from sagelab.bench.streamreport import OFFLINE
 
 SPEECH = Path(__file__).resolve().parents[2] / "data" / "speech"
 # Two long passages with pauses that end turns, and speech over the greeting: 103 reference

@@ -71,7 +71,8 @@ def bench_streaming(
     Exit 1 unless the pooled streaming WER is within 1 point of offline at every chunk size.
     """
     from sagelab.bench.streamcases import CaseError, build_all, read_cases, read_recordings
-    from sagelab.bench.streaming import run_check, save_plot
+    from sagelab.bench.streaming import run_check
+    from sagelab.bench.streamreport import save_plot
 
     chunks = parse_chunks(chunk_ms)
     cases_path = cases or default_cases()
