@@ -10,14 +10,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from sagelab.bench.streaming_cmd import bench_streaming
 from sagelab.bundled import data_dir
 from sagelab.cli.common import ConfigOpt, console, progress_bar, require_agents, tmp_store
 from sagelab.extras import require
 
 app = typer.Typer(
-    help="Benchmarks: transport, pipeline, accuracy, network, run (scenarios).",
+    help="Benchmarks: transport, pipeline, accuracy, streaming, network, run (scenarios).",
     no_args_is_help=True,
 )
+app.command("streaming")(bench_streaming)
 
 
 @app.command("transport")

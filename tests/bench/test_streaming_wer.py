@@ -1,0 +1,48 @@
+"""Streaming WER through the real server equals offline WER of the same model (issue 11).
+
+A reduced ``sagelab bench streaming``: long passages with natural pauses and speech over the
+greeting, streamed in real time to the in-process server's ``audio-sage`` at the smallest and
+the largest chunk size; the pooled WER of all the transcripts must stay within one point of
+the same Whisper model run offline on the same speech. The full check (13 cases, 20/32/100/250
+ms) is ``sagelab bench streaming``; docs/accuracy.md has its figures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sagelab.bench.streamcases import build_all, read_cases, read_recordings
+from sagelab.bench.streaming import run_check
+from sagelab.bench.streamreport import OFFLINE
+
+SPEECH = Path(__file__).resolve().parents[2] / "data" / "speech"
+# Two long passages with pauses that end turns, and speech over the greeting: 103 reference
+# words, so the 1-point bound allows one word of difference. Whisper may hear a turn cut by
+# the agent a word differently from the whole passage; losing a turn costs many words.
+CASES = ("austen_passage", "alsa_passage", "forever_over_greeting", "cards_over_greeting")
+
+
+@pytest.mark.model
+@pytest.mark.timeout(600)
+@pytest.mark.xfail(
+    strict=False,
+    reason="issue 11: the turn-taking core loses audio when a reply task is replaced or "
+    "cancelled (carried-over audio, barge-in); remove this mark once the sans-I/O core lands",
+)
+def test_streaming_loses_no_words_against_offline() -> None:
+    recordings = read_recordings(SPEECH / "manifest.jsonl")
+    cases = [c for c in read_cases(SPEECH / "streaming_cases.jsonl", recordings) if c.id in CASES]
+    assert sorted(c.id for c in cases) == sorted(CASES)
+    result = run_check(build_all(cases, recordings), chunks_ms=(20, 250), sessions=2)
+
+    pooled = result.pooled.set_index("mode")
+    assert list(pooled.index) == [OFFLINE, "20 ms", "250 ms"]
+    assert pooled.loc[OFFLINE, "wer"] < 0.1  # the offline baseline is a sane one
+    assert result.conditions["ref_words"] >= 100
+    # The over-greeting cases really spoke over the greeting (else they test nothing).
+    over = result.per_case[result.per_case["kind"] == "over_greeting"]
+    assert over["greeting_playing"].dropna().all()
+    lost = result.failures[["case", "mode", "hypothesis", "offline_hypothesis", "error"]]
+    assert result.passed, f"\n{result.pooled.to_string()}\n{lost.to_string()}"
