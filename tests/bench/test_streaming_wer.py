@@ -26,11 +26,6 @@ CASES = ("austen_passage", "alsa_passage", "forever_over_greeting", "cards_over_
 
 @pytest.mark.model
 @pytest.mark.timeout(600)
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 11: the turn-taking core loses audio when a reply task is replaced or "
-    "cancelled (carried-over audio, barge-in); remove this mark once the sans-I/O core lands",
-)
 def test_streaming_loses_no_words_against_offline() -> None:
     recordings = read_recordings(SPEECH / "manifest.jsonl")
     cases = [c for c in read_cases(SPEECH / "streaming_cases.jsonl", recordings) if c.id in CASES]
