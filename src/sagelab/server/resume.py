@@ -217,6 +217,13 @@ class SessionKeeper:
                 "the resume token was issued under another API key; present the key the "
                 "conversation started with, or none (the token is the credential)"
             )
+        if key_id is None and live.key_id is not None and live.connection is not None:
+            # Its connection still looks alive: moving a keyed conversation away from it
+            # takes the key, not a token alone (a held one resumes on its token).
+            return (
+                "the conversation is still connected; taking it over needs the API key it "
+                "started with (send it with the token), or wait until it is held"
+            )
         if detail_id is not None and detail_id != live.detail_id:
             return "the resume token belongs to another conversationDetailId"
         return None

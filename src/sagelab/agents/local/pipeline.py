@@ -24,6 +24,7 @@ from sagelab.agents.base import Agent, AgentContext, AgentTurn, ToolResult
 from sagelab.agents.local.brain import Brain, BrainError, ChatMessage
 from sagelab.agents.local.executor import run_model
 from sagelab.agents.replies import ReplyTask
+from sagelab.server import limits
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 16_000
@@ -118,8 +119,8 @@ class LocalAgent(Agent):
         self._replies.start(self._reply(self.ctx.begin_turn(), text))
 
     async def on_contextual_update(self, text: str, context_id: str | None) -> None:
-        # The same context_id replaces the older note, as the protocol reference says.
-        self._context_notes[context_id] = text
+        # The same context_id replaces the older note, as the protocol reference says; bounded.
+        limits.keep_note(self._context_notes, context_id, text)
 
     async def on_interrupt(self) -> None:
         await self._replies.barge_in()
@@ -194,6 +195,7 @@ class LocalAgent(Agent):
             # done. What they said then and now is one request.
             text = f"{self.history.pop().content} {text}"
         self.history.append(ChatMessage("user", text))
+        limits.trim_history(self.history)
         t0 = time.perf_counter()
         pieces = self.brain.respond(
             list(self.history),
