@@ -67,7 +67,6 @@ MAX_BODY_BYTES = 1024 * 1024
 #: Tools created through the API that the server keeps (in memory), and the size of one.
 MAX_TOOLS = 256
 MAX_TOOL_BYTES = 16 * 1024
-BODY_METHODS = frozenset({b"POST", b"PATCH", b"PUT", b"DELETE"})
 # Long enough for any method name plus the space after it.
 _METHOD_SNIFF_BYTES = 8
 # After an early answer (413, 431) the client may still be sending; closing at once would
@@ -285,7 +284,15 @@ def _dispatch(
     body: bytes,
 ) -> Result:
     if not is_rest_path(path):
+        if method != "GET":
+            raise RestError(
+                405,
+                "method_not_allowed",
+                f"{path} answers GET only (WebSocket routes: GET upgrade)",
+            )
         raise RestError(404, "not_found", f"no route for {method} {path}")
+    if method not in ("GET", "POST", "PATCH"):
+        raise _not_allowed(method, path)
     if server.config.api_keys and not server.api_keys.check(headers.get("xi-api-key")):
         raise RestError(401, "invalid_api_key", "missing or invalid xi-api-key header")
     if method in ("POST", "PATCH", "PUT") and not _is_json(headers.get("content-type", "")):
@@ -440,8 +447,8 @@ def _tool_record(tool_id: str, config: dict[str, Any]) -> dict[str, Any]:
 class RestAwareConnection(ServerConnection):
     """A websockets server connection that answers requests with a body itself.
 
-    The first bytes decide: a method in :data:`BODY_METHODS` switches the connection to an
-    ``h11`` parser and :func:`handle`; anything else is passed to websockets unchanged, so
+    The first bytes decide: any method but GET switches the connection to an ``h11`` parser
+    and :func:`handle`; GET is passed to websockets unchanged, so
     WebSocket upgrades and GET routes behave exactly as without this class. Use
     :meth:`bound_to` to get the class for one server (``serve`` builds connections from a
     class and fixed arguments, so the server travels as a class attribute).
@@ -476,7 +483,9 @@ class RestAwareConnection(ServerConnection):
         if not space and len(self._sniffed) < _METHOD_SNIFF_BYTES:
             return  # not enough bytes yet to know the method
         buffered, self._sniffed = bytes(self._sniffed), bytearray()
-        if space and method in BODY_METHODS:
+        # websockets answers every method as if it were GET; only GET goes to it, anything
+        # else is parsed here and gets its own answer (405 outside the REST routes).
+        if space and method != b"GET":
             self._mode = "rest"
             self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
             self._feed(buffered)
@@ -591,7 +600,8 @@ class RestAwareConnection(ServerConnection):
             out = self._h11.send(
                 h11.Response(status_code=status, headers=head, reason=_reason(status))
             )
-            out = (out or b"") + (self._h11.send(h11.Data(data=payload)) or b"")
+            if self._request is None or self._request.method != b"HEAD":  # HEAD: no body
+                out = (out or b"") + (self._h11.send(h11.Data(data=payload)) or b"")
             out += self._h11.send(h11.EndOfMessage()) or b""
         except h11.LocalProtocolError:
             self.transport.abort()
