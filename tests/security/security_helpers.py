@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -94,13 +95,14 @@ class HealthySession:
 
     url: str
     init: str = INIT
+    headers: dict[str, str] = field(default_factory=dict)
     rtts_ms: list[float] = field(default_factory=list)
     messages: list[dict] = field(default_factory=list)
     ws: ClientConnection | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def __aenter__(self) -> HealthySession:
-        self.ws = await connect(self.url, max_size=None)
+        self.ws = await connect(self.url, max_size=None, additional_headers=self.headers)
         await self.ws.send(self.init)
         self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._ping())]
         await self.wait_for("conversation_initiation_metadata")
@@ -191,3 +193,46 @@ def text_only_init() -> str:
             "conversation_config_override": {"conversation": {"text_only": True}},
         }
     )
+
+
+ATTACKER = """
+import json, sys, time
+from websockets.sync.client import connect
+
+url, init, plan = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+with connect(url, max_size=None, compression=plan.get("compression", "deflate")) as ws:
+    ws.send(init)
+    while json.loads(ws.recv())["type"] != "conversation_initiation_metadata":
+        pass
+    for step in plan["steps"]:
+        frame = json.dumps(step["frame"]).replace("@PAD@", "x" * step.get("pad", 0))
+        for i in range(step["count"]):
+            ws.send(frame.replace("@I@", str(i)))
+            if step.get("pause_every") and i % step["pause_every"] == 0:
+                time.sleep(step.get("pause_s", 0.05))
+    ws.send(json.dumps({"type": "user_message", "text": "help"}))
+    while True:  # until the answer to the last message: everything before it was handled
+        msg = json.loads(ws.recv(timeout=60))
+        if msg["type"] == "agent_response" and "three things" in json.dumps(msg):
+            break
+print("done")
+"""
+
+
+async def attack_from_another_process(url: str, init: str, plan: dict[str, Any]) -> str:
+    """Run an attacking client in its own Python process, so that its own work (building
+    and sending frames) does not run on the event loop the server and the healthy session
+    share; returns what it printed."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        ATTACKER,
+        url,
+        init,
+        json.dumps(plan),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=180)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    return out.decode()
