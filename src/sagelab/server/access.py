@@ -67,7 +67,7 @@ def authenticate(
             # A signed URL is spent only when the session will get a slot: a client refused
             # for capacity keeps its URL and may retry with it. The route reserves right
             # after this returns, with no await in between, so the check cannot go stale.
-            key_id = server.signer.verify(signature, agent_id, consume=False)
+            key_id = server.signer.verify(signature, agent_id, unused=True)
             if server.registry.has_room(server.api_keys.by_id(key_id) if key is None else key):
                 server.signer.verify(signature, agent_id, consume=True)
         except AuthError as exc:
