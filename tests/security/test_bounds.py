@@ -211,3 +211,23 @@ async def test_a_capacity_refusal_does_not_spend_the_signed_url(server_config):
         await asyncio.sleep(0.3)  # the holder's slot is given back
         state, error, _ = await ws_outcome(url)
         assert state == "open", error
+
+
+async def test_reset_anonymous_resumable_sessions_cannot_hold_every_slot(server_config):
+    server_config.max_sessions = 8
+    server_config.resume_grace_s = 30
+    async with SagelabServer(server_config) as server:
+        url = f"{server.ws_url}/v1/convai/conversation?agent_id=scripted"
+        for _ in range(8):
+            ws = await connect(f"{url}&sagelab_resume=1")
+            await ws.send(_init())
+            await ws.recv()  # the metadata, with its resume token
+            assert ws.transport is not None
+            ws.transport.abort()  # vanish without a close frame, as a dropped network does
+        deadline = time.monotonic() + 5
+        while server.registry.active > server.sessions.held and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert server.sessions.held == server.registry.max_starting_anonymous == 4
+        # The slots of the sessions that were not held are free for a newcomer.
+        state, error, _ = await ws_outcome(url)
+        assert state == "open", error

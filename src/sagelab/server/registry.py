@@ -95,6 +95,13 @@ class SessionRegistry:
             return False
         return True
 
+    def may_hold(self, key_id: str | None, held_anonymous: int) -> bool:
+        """Whether a resumable conversation whose client vanished may keep its slot for the
+        grace window: always with a key, and for anonymous ones while fewer than
+        ``max_starting_anonymous`` are held (a script resetting resumable connections
+        would otherwise keep every slot for the whole window)."""
+        return key_id is not None or held_anonymous < self.max_starting_anonymous
+
     def reserve_for(self, key: ApiKey | None) -> Reservation:
         """``reserve`` for the key a request presented, or for no key."""
         if key is None:

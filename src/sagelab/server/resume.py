@@ -262,7 +262,12 @@ class SessionKeeper:
             return
         code, reason = describe_disconnect(connection)
         abnormal = connection.protocol.close_rcvd is None  # no close frame from the client
-        if not (live.resumable and abnormal and self._server.registry.accepting):
+        if not (
+            live.resumable
+            and abnormal
+            and self._server.registry.accepting
+            and self._server.registry.may_hold(live.key_id, self._held_anonymous())
+        ):
             await conv.close(code, reason)
             self._release(live)
             return
@@ -304,6 +309,9 @@ class SessionKeeper:
         live.reservation.release()
         self._server.registry.remove(live.conv)
         self._server.metrics.active_sessions.labels(live.protocol).dec()
+
+    def _held_anonymous(self) -> int:
+        return sum(1 for held in self._held if held.key_id is None)
 
     def _unhold(self, live: LiveSession) -> None:
         if live in self._held:
