@@ -205,3 +205,13 @@ async def test_a_healthy_session_keeps_its_ping_beside_a_flood_of_refused_reques
             )
             await http_request(server.port, "GET", "/metrics", host="rebind.evil.example")
         assert healthy.worst_rtt_ms < 250, healthy.rtts_ms
+
+
+async def test_a_multimodal_message_with_only_rich_content_keeps_the_session(server):
+    url = f"{server.ws_url}/v1/convai/conversation?agent_id=scripted"
+    async with HealthySession(url) as session:
+        assert session.ws is not None
+        part = {"type": "user_message", "rich_content_id": "rc_1"}
+        await session.ws.send(json.dumps({"type": "multimodal_message", "text": part}))
+        assert await session.say("hello")  # still open, still answering
+        assert session.ws.close_code is None
