@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 AUDIO_FORMAT_NAMES = (
     "pcm_8000",
@@ -66,9 +73,9 @@ class AgentSpec(BaseModel):
     requires_auth: bool = False
     input_format: str = "pcm_16000"
     output_format: str = "pcm_16000"
-    allowed_overrides: list[OverrideName] = Field(
-        default_factory=lambda: ["prompt", "first_message", "language", "voice"]
-    )
+    # None allowed unless the agents file says so: an override lets any client that may open
+    # a session rewrite what the agent is told (its prompt) or says first.
+    allowed_overrides: list[OverrideName] = Field(default_factory=list)
 
     @field_validator("input_format", "output_format")
     @classmethod
@@ -114,7 +121,13 @@ class ServerConfig(BaseModel):
     max_sessions_per_key: int | None = Field(default=None, ge=1)
     allowed_origins: list[str] = Field(
         default_factory=list,
-        description="Browser Origins allowed on the WebSocket routes; empty: any",
+        description="Browser Origins allowed on the WebSocket and REST routes; "
+        "empty: pages served from loopback only; '*': any",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names clients may use besides IP addresses, localhost, the bind "
+        "address and public_url's host (a DNS-rebinding page is refused)",
     )
     tls_certfile: str | None = None
     tls_keyfile: str | None = None
@@ -123,12 +136,29 @@ class ServerConfig(BaseModel):
     )
     audio_burst_s: float = Field(default=5.0, gt=0)
     max_messages_per_s: float = Field(default=200.0, gt=0)
+    max_bytes_per_s: int | None = Field(
+        default=None, ge=1024, description="Bytes per second across all frames; default 512 KiB"
+    )
+    initiation_timeout_s: float = Field(default=10.0, gt=0)
+    anonymous_initiation_timeout_s: float = Field(
+        default=3.0, gt=0, description="For clients that presented no key or signed URL"
+    )
+    max_starting_anonymous: int | None = Field(
+        default=None,
+        ge=1,
+        description="Anonymous connections that may hold a slot before their first message; "
+        "default: half of max_sessions (at least 4)",
+    )
     send_timeout_s: float = Field(default=10.0, gt=0)
     socket_send_buffer_bytes: int | None = Field(default=256 * 1024, ge=4096)
     ws_ping_interval_s: float | None = Field(default=20.0, gt=0)
     ws_ping_timeout_s: float | None = Field(default=20.0, gt=0)
     close_timeout_s: float = Field(default=5.0, gt=0)
-    signing_secret: str | None = None
+    signing_secret: str | None = Field(
+        default=None,
+        min_length=32,
+        description="At least 32 bytes, random; default: a fresh one per start",
+    )
     signed_url_ttl_s: float = Field(default=900.0, gt=0)
     resume_grace_s: float = Field(
         default=30.0,
@@ -158,6 +188,11 @@ class ServerConfig(BaseModel):
                 )
         return keys
 
+    @model_validator(mode="after")
+    def _auth_needs_keys(self) -> ServerConfig:
+        check_auth_has_keys(self)
+        return self
+
     def agent(self, agent_id: str) -> AgentSpec | None:
         return next((a for a in self.agents if a.id == agent_id), None)
 
@@ -165,6 +200,17 @@ class ServerConfig(BaseModel):
         """Paths in the agents file are relative to the file, not to the working directory."""
         p = Path(path)
         return p if p.is_absolute() else (self.base_dir / p)
+
+
+def check_auth_has_keys(config: ServerConfig) -> None:
+    """``requires_auth`` with no API key would hand signed URLs to anyone who asks: refuse."""
+    private = [a.id for a in config.agents if a.requires_auth]
+    if private and not config.api_keys:
+        raise ValueError(
+            f"agent(s) {', '.join(private)} require authentication but no api_keys are "
+            "configured, so anyone could get a signed URL; add api_keys (sagelab keys hash) "
+            "or set requires_auth: false"
+        )
 
 
 _ENV_FIELDS = {

@@ -328,7 +328,8 @@ class McpToolApprovalResult(_Message):
 
 class MultimodalText(_Model):
     type: Literal["user_message"] = "user_message"
-    text: str
+    text: str | None = None  # a part may carry only rich_content_id (the message contract)
+    rich_content_id: str | None = None
 
 
 class FileInput(_Model):

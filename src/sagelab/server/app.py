@@ -20,8 +20,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 
 from sagelab.agents import Agent, create_agent
 from sagelab.agents.base import ResolvedAgent
-from sagelab.config import ServerConfig
-from sagelab.server import closecodes, convai, http, redact, rest, tls
+from sagelab.config import ConfigError, ServerConfig, check_auth_has_keys
+from sagelab.server import closecodes, convai, exposure, http, redact, rest, tls
 from sagelab.server.auth import ApiKeyStore, SignedUrlSigner
 from sagelab.server.capacity import SessionRegistry
 from sagelab.server.conversation import Conversation
@@ -39,7 +39,9 @@ class SagelabServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.metrics = ServerMetrics()
-        self.registry = SessionRegistry(config.max_sessions, config.max_sessions_per_key)
+        self.registry = SessionRegistry(
+            config.max_sessions, config.max_sessions_per_key, config.max_starting_anonymous
+        )
         self.sessions = SessionKeeper(self)  # live conversations across connections (resume)
         secret = config.signing_secret or secrets.token_hex(32)
         self.signer = SignedUrlSigner(secret.encode(), ttl_s=config.signed_url_ttl_s)
@@ -54,6 +56,11 @@ class SagelabServer:
 
     async def start(self) -> SagelabServer:
         ssl_context = tls.server_context(self.config)  # before anything else: fail fast
+        try:  # again here: the config may have been changed in code since it was loaded
+            check_auth_has_keys(self.config)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        await asyncio.to_thread(_check_brains, self.config)
         if self.config.store_path:
             path = Path(self.config.store_path)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,6 +95,11 @@ class SagelabServer:
             logger=redact.RedactingLogger(logging.getLogger("websockets.server")),
         )
         log.info("sagelab server listening on %s", self.http_url)
+        for line in exposure.summary(self):
+            log.info("%s", line)
+        warning = exposure.warning(self)
+        if warning:
+            log.warning("%s", warning)
         return self
 
     async def _prepare_backends(self) -> None:
@@ -208,13 +220,28 @@ class SagelabServer:
 
     async def _handle(self, ws: ServerConnection) -> None:
         _cap_send_buffer(ws, self.config.socket_send_buffer_bytes)
-        path = ws.request.path if ws.request else ""
-        if path.startswith("/voice-conversation"):
+        # The same path http.route let through, split the same way ("//x/..." is not a host).
+        path = http.route_path(ws.request.path if ws.request else "")
+        if path == http.RELAY_ROUTE:
             from sagelab.server import relay
 
             await relay.handle(ws, self)
         else:
             await convai.handle(ws, self)
+
+
+def _check_brains(config: ServerConfig) -> None:
+    """Build each local agent's brain once, so bad ``brain_options`` (an intent pattern that
+    backtracks, a template typo) stop the start instead of failing every session."""
+    from sagelab.agents.local.brain import BrainError, create_brain
+
+    for spec in config.agents:
+        if spec.backend != "local" or spec.options.get("brain", "rules") != "rules":
+            continue
+        try:
+            create_brain("rules", dict(spec.options.get("brain_options") or {}))
+        except BrainError as exc:
+            raise ConfigError(f"agent {spec.id}: {exc}") from None
 
 
 def _cap_send_buffer(ws: ServerConnection, size: int | None) -> None:

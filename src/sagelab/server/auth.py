@@ -118,7 +118,13 @@ class SignedUrlSigner:
         return base64.urlsafe_b64encode(body + self._mac(body)).decode("ascii")
 
     def verify(
-        self, token: str, agent_id: str, now: float | None = None, *, consume: bool = False
+        self,
+        token: str,
+        agent_id: str,
+        now: float | None = None,
+        *,
+        consume: bool = False,
+        unused: bool = False,
     ) -> str | None:
         """Accept the token for ``agent_id`` or raise ``AuthError`` saying why not; returns the
         id of the API key it was issued to (None: issued without one).
@@ -127,6 +133,8 @@ class SignedUrlSigner:
         signature is: malformed, bad signature, wrong agent, expired, then (with ``consume``)
         already used. A token is expired from its expiry instant on. With ``consume=True`` an
         accepted token is remembered until it expires, and presenting it again fails.
+        ``unused=True`` fails for a token already used without spending this one: for a
+        caller that spends it later, once it knows the request will be served.
         """
         raw = _decode(token)
         body, mac = raw[: _HEADER.size], raw[_HEADER.size :]
@@ -142,6 +150,10 @@ class SignedUrlSigner:
             raise AuthError(EXPIRED)
         if consume:
             self._consume(nonce, expires_ms, now_ms)
+        elif unused:
+            with self._lock:
+                if nonce in self._used:
+                    raise AuthError(ALREADY_USED)
         return None if subject == _NO_KEY else subject.hex()
 
     def _mac(self, body: bytes) -> bytes:

@@ -4,6 +4,12 @@ Capacity is reserved before the initiation message is even read, so a burst of c
 cannot overshoot ``max_sessions`` (or a key's limit) while they are still handshaking. A
 reservation is a ``Reservation`` object released exactly once, so a route cannot give back
 capacity it never took or give it back twice.
+
+Reserving first means a connection that never says anything holds a slot. For a client with
+a key that is the key's budget to spend; anonymous ones are limited: at most
+``max_starting_anonymous`` connections may be waiting to start their session when an
+anonymous one asks for a slot (and the route gives them a short initiation timeout), so a script
+opening connections cannot take every slot. ``/healthz`` reports these counts.
 """
 
 from __future__ import annotations
@@ -43,9 +49,19 @@ class Reservation:
 
 
 class SessionRegistry:
-    def __init__(self, max_sessions: int, max_sessions_per_key: int | None = None) -> None:
+    def __init__(
+        self,
+        max_sessions: int,
+        max_sessions_per_key: int | None = None,
+        max_starting_anonymous: int | None = None,
+    ) -> None:
         self.max_sessions = max_sessions
         self.max_sessions_per_key = max_sessions_per_key
+        self.max_starting_anonymous = (
+            max_starting_anonymous
+            if max_starting_anonymous is not None
+            else max(4, max_sessions // 2)
+        )
         self._reserved = 0
         self._per_key: dict[str, int] = {}
         self._sessions: dict[str, Closable] = {}
@@ -62,6 +78,30 @@ class SessionRegistry:
     def reserved_for(self, key_id: str) -> int:
         return self._per_key.get(key_id, 0)
 
+    @property
+    def starting(self) -> int:
+        """Slots reserved by connections whose session has not started yet."""
+        return max(0, self._reserved - len(self._sessions))
+
+    def has_room(self, key: ApiKey | None) -> bool:
+        """Whether ``reserve_for(key)`` would succeed now (it takes nothing)."""
+        try:
+            self._check(
+                key.key_id if key else None,
+                key.name if key else "",
+                key.max_sessions if key else None,
+            )
+        except CapacityError:
+            return False
+        return True
+
+    def may_hold(self, key_id: str | None, held_anonymous: int) -> bool:
+        """Whether a resumable conversation whose client vanished may keep its slot for the
+        grace window: always with a key, and for anonymous ones while fewer than
+        ``max_starting_anonymous`` are held (a script resetting resumable connections
+        would otherwise keep every slot for the whole window)."""
+        return key_id is not None or held_anonymous < self.max_starting_anonymous
+
     def reserve_for(self, key: ApiKey | None) -> Reservation:
         """``reserve`` for the key a request presented, or for no key."""
         if key is None:
@@ -75,6 +115,13 @@ class SessionRegistry:
 
         ``key_limit`` is the key's own limit; None falls back to ``max_sessions_per_key``.
         """
+        self._check(key_id, key_name, key_limit)
+        if key_id is not None:
+            self._per_key[key_id] = self._per_key.get(key_id, 0) + 1
+        self._reserved += 1
+        return Reservation(self, key_id)
+
+    def _check(self, key_id: str | None, key_name: str, key_limit: int | None) -> None:
         if not self.accepting:
             raise CapacityError("server_shutting_down", "the server is shutting down; reconnect")
         if self._reserved >= self.max_sessions:
@@ -91,9 +138,15 @@ class SessionRegistry:
                     f"API key {key_name or key_id} is at its limit of {limit} concurrent "
                     "sessions; end one of its sessions or raise the key's max_sessions",
                 )
-            self._per_key[key_id] = self._per_key.get(key_id, 0) + 1
-        self._reserved += 1
-        return Reservation(self, key_id)
+        elif self.starting >= self.max_starting_anonymous:
+            # Counted over every starting connection (the registry does not know which
+            # started sessions had a key); keyed ones start within milliseconds anyway.
+            raise CapacityError(
+                "capacity_exceeded",
+                f"{self.max_starting_anonymous} anonymous connections are already waiting to "
+                "start a session; send conversation_initiation_client_data right after "
+                "connecting, or connect with an API key",
+            )
 
     def _give_back(self, key_id: str | None) -> None:
         self._reserved = max(0, self._reserved - 1)

@@ -207,6 +207,8 @@ def resolve_agent(spec: AgentSpec, init: wire.ConversationInitiationClientData) 
             f"Override for field(s) {', '.join(refused)} not allowed by agent {spec.id!r}; "
             f"allowed: {', '.join(spec.allowed_overrides) or 'none'}",
         )
+    if (too_large := limits.dynamic_variables_refused(init.dynamic_variables)) is not None:
+        raise SessionSetupError(closecodes.INVALID_INPUT, too_large.error_type, too_large.message)
     variables = dict(init.dynamic_variables or {})
     prompt = requested.get("prompt", spec.prompt)
     first = requested.get("first_message", spec.first_message)
@@ -242,17 +244,19 @@ def _query(path: str) -> dict[str, str]:
 
 
 async def _receive_initiation(
-    ws: ServerConnection, server: SagelabServer
+    ws: ServerConnection, server: SagelabServer, timeout_s: float = INITIATION_TIMEOUT_S
 ) -> wire.ConversationInitiationClientData:
     try:
-        frame = await asyncio.wait_for(ws.recv(), timeout=INITIATION_TIMEOUT_S)
+        frame = await asyncio.wait_for(ws.recv(), timeout=timeout_s)
     except TimeoutError:
         raise SessionSetupError(
             closecodes.INVALID_INPUT,
             "missing_fields",
-            f"no conversation_initiation_client_data within {INITIATION_TIMEOUT_S:g} s",
+            f"no conversation_initiation_client_data within {timeout_s:g} s",
         ) from None
     server.metrics.bytes.labels("in").inc(len(frame))
+    if (too_large := limits.initiation_too_large(len(frame), server.config)) is not None:
+        raise SessionSetupError(closecodes.TOO_BIG, too_large.error_type, too_large.message)
     try:
         msg = wire.parse_client(frame)
     except ProtocolError as exc:
@@ -273,14 +277,11 @@ async def handle(ws: ServerConnection, server: SagelabServer) -> None:
     agent_id = query.get("agent_id", "")
     spec = server.config.agent(agent_id)
     if spec is None:
-        known = ", ".join(a.id for a in server.config.agents)
         await reject(
             ws,
             server,
             SessionSetupError(
-                closecodes.INVALID_INPUT,
-                "agent_not_found",
-                f"unknown agent_id {agent_id!r}; this server has: {known}",
+                closecodes.INVALID_INPUT, "agent_not_found", f"unknown agent_id {agent_id[:128]!r}"
             ),
         )
         return
@@ -331,7 +332,8 @@ async def _open(
 ) -> tuple[LiveSession, Any] | None:
     """Read the initiation, start the conversation; None when the client was refused."""
     try:
-        init = await _receive_initiation(ws, server)
+        timeout_s = limits.initiation_timeout_s(server.config, anonymous=key_id is None)
+        init = await _receive_initiation(ws, server, timeout_s)
         agent = resolve_agent(spec, init)
     except SessionSetupError as err:
         await reject(ws, server, err)
@@ -433,7 +435,9 @@ async def _run(
     except Exception as exc:  # a bug must end this session only, never the server
         log.exception("session %s crashed", conv.conversation_id)
         await conv.close(
-            closecodes.INTERNAL, f"internal error: {exc}", error_type="unknown_websocket_crash"
+            closecodes.INTERNAL,
+            f"internal error ({type(exc).__name__}); see the server log",
+            error_type="unknown_websocket_crash",
         )
     finally:
         await server.sessions.connection_ended(live, ws)
@@ -451,7 +455,11 @@ async def _receive_loop(ws: ServerConnection, server: SagelabServer, conv: Conve
     assert backend is not None
     cfg = server.config
     limiter = limits.for_session(
-        cfg.max_audio_bytes_per_s, cfg.audio_burst_s, cfg.max_messages_per_s, input_format.name
+        cfg.max_audio_bytes_per_s,
+        cfg.audio_burst_s,
+        cfg.max_messages_per_s,
+        input_format.name,
+        cfg.max_bytes_per_s,
     )
     async for frame in ws:
         received_at = time.monotonic()
@@ -465,7 +473,7 @@ async def _receive_loop(ws: ServerConnection, server: SagelabServer, conv: Conve
                 error_type="message_too_large",
             )
             return
-        exceeded = limiter.message(received_at)
+        exceeded = limiter.message(received_at, size)
         if exceeded is not None:
             await conv.close(
                 closecodes.INVALID_INPUT, exceeded.message, error_type=exceeded.error_type

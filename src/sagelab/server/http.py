@@ -3,6 +3,11 @@
 ``/healthz`` and ``/metrics`` for operators, and the signed-URL endpoint the official SDK calls
 for ``requires_auth=True``. Anything that is neither one of these nor a WebSocket route gets a
 JSON 404 instead of a confusing failed handshake.
+
+Every request first passes the edge checks of ``access.check_request`` (one Host, Origin and
+key header each; a Host this server answers to; an allowed browser Origin on routes that act
+for the caller). With API keys configured, ``/metrics`` and the details of ``/healthz`` need
+one too: they say which agents exist and how busy the server is.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import json
 from http import HTTPStatus
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote
 
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
@@ -22,7 +27,23 @@ from sagelab.server import access, rest
 if TYPE_CHECKING:
     from sagelab.server.app import SagelabServer
 
-WEBSOCKET_ROUTES = ("/v1/convai/conversation", "/voice-conversation")
+CONVAI_ROUTE = "/v1/convai/conversation"
+RELAY_ROUTE = "/voice-conversation"
+WEBSOCKET_ROUTES = (CONVAI_ROUTE, RELAY_ROUTE)
+
+
+def route_path(target: str) -> str:
+    """The path of a request target, without its query and trailing slash.
+
+    Not ``urlsplit``: it reads ``//x/voice-conversation`` as host ``x`` and path
+    ``/voice-conversation``, so the route check and the handler would disagree.
+    """
+    path = target.partition("?")[0].partition("#")[0]
+    return path.rstrip("/") or "/"
+
+
+def query_of(target: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(target.partition("?")[2]).items()}
 
 
 def json_response(status: int, body: object) -> Response:
@@ -40,32 +61,20 @@ def error_response(status: int, code: str, message: str) -> Response:
 
 
 def route(server: SagelabServer, connection: ServerConnection, request: Request) -> Response | None:
-    split = urlsplit(request.path)
-    path = split.path.rstrip("/") or "/"
-    query = {k: v[0] for k, v in parse_qs(split.query).items()}
+    path = route_path(request.path)
+    query = query_of(request.path)
+    operator = path in ("/healthz", "/metrics")
+    refusal = access.check_request(server, request.headers, browser_sensitive=not operator)
+    if refusal is not None:
+        server.metrics.errors.labels(refusal.code).inc()
+        return error_response(refusal.status, refusal.code, refusal.message)
     if path in WEBSOCKET_ROUTES:
-        origin = request.headers.get("Origin")
-        if not access.origin_allowed(server, origin):
-            server.metrics.errors.labels("origin_not_allowed").inc()
-            return error_response(
-                403,
-                "origin_not_allowed",
-                f"Origin {origin!r} may not open WebSocket sessions on this server; "
-                "add it to allowed_origins in the server configuration",
-            )
         return None
     if path == "/healthz":
-        return json_response(
-            200,
-            {
-                "status": "ok" if server.registry.accepting else "shutting_down",
-                "version": __version__,
-                "active_sessions": server.registry.active,  # held ones included
-                "held_sessions": server.sessions.held,  # waiting for a resume (resume.py)
-                "max_sessions": server.config.max_sessions,
-                "agents": [a.id for a in server.config.agents],
-            },
-        )
+        return _healthz(server, request)
+    if operator and not _operator(server, request):
+        server.metrics.errors.labels("invalid_api_key").inc()
+        return error_response(401, "invalid_api_key", f"{path} needs an xi-api-key header")
     if path == "/metrics":
         body = server.metrics.render()
         headers = Headers(
@@ -79,6 +88,31 @@ def route(server: SagelabServer, connection: ServerConnection, request: Request)
         headers = {k.lower(): v for k, v in request.headers.raw_items()}
         return json_response(*rest.handle(server, "GET", path, query, headers, b""))
     return error_response(404, "not_found", f"no route for {path}")
+
+
+def _operator(server: SagelabServer, request: Request) -> bool:
+    """Whether the request may see operator details: any caller without keys, else a key."""
+    return not len(server.api_keys) or server.api_keys.check(request.headers.get("xi-api-key"))
+
+
+def _healthz(server: SagelabServer, request: Request) -> Response:
+    body: dict[str, object] = {
+        "status": "ok" if server.registry.accepting else "shutting_down",
+        "version": __version__,
+    }
+    if _operator(server, request):
+        registry = server.registry
+        body |= {
+            "active_sessions": registry.active,  # held ones included
+            "held_sessions": server.sessions.held,  # waiting for a resume (resume.py)
+            # Slots taken by connections that have not sent their first message yet.
+            "starting_sessions": registry.starting,
+            "reserved_sessions": registry.reserved,
+            "max_sessions": server.config.max_sessions,
+            "max_starting_anonymous": registry.max_starting_anonymous,
+            "agents": [a.id for a in server.config.agents],
+        }
+    return json_response(200, body)
 
 
 def _signed_url(server: SagelabServer, request: Request, query: dict[str, str]) -> Response:
@@ -99,7 +133,7 @@ def _signed_url(server: SagelabServer, request: Request, query: dict[str, str]) 
             },
         )
     if server.config.agent(agent_id) is None:
-        return error_response(404, "agent_not_found", f"unknown agent_id {agent_id!r}")
+        return error_response(404, "agent_not_found", f"unknown agent_id {agent_id[:128]!r}")
     token = server.signer.sign(agent_id, key_id=key.key_id if key is not None else None)
     base = server.public_ws_base(request.headers.get("Host"))
     url = (

@@ -300,7 +300,11 @@ async def _receive_loop(
     limit = server.config.max_frame_bytes
     cfg = server.config
     limiter = limits.for_session(
-        cfg.max_audio_bytes_per_s, cfg.audio_burst_s, cfg.max_messages_per_s, None
+        cfg.max_audio_bytes_per_s,
+        cfg.audio_burst_s,
+        cfg.max_messages_per_s,
+        None,
+        cfg.max_bytes_per_s,
     )
     async for frame in ws:
         server.metrics.bytes.labels("in").inc(len(frame))
@@ -312,7 +316,7 @@ async def _receive_loop(
                 error_type="message_too_large",
             )
             return
-        exceeded = limiter.message()
+        exceeded = limiter.message(nbytes=len(frame))
         if exceeded is not None:
             await conv.close(
                 closecodes.INVALID_INPUT, exceeded.message, error_type=exceeded.error_type

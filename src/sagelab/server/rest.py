@@ -5,7 +5,9 @@ against ElevenLabs, with the official SDK's REST client (``client.conversational
 and ``.agents``): create a tool, attach it to an agent with its prompt and first message, and
 the next session sees the change.
 
-Routes (``xi-api-key`` is checked when the server has API keys configured, else open):
+Routes (``xi-api-key`` is checked when the server has API keys configured, else open; a
+foreign browser origin is refused, and bodies must be ``application/json`` so that a web page
+cannot send one without the CORS preflight the server never grants):
 
 - ``POST /v1/convai/tools``, ``GET /v1/convai/tools``, ``GET /v1/convai/tools/{id}``
 - ``GET /v1/convai/agents/{id}``, ``PATCH /v1/convai/agents/{id}`` (name, prompt, first
@@ -40,8 +42,10 @@ from urllib.parse import parse_qs, unquote
 import h11
 from pydantic import ValidationError
 from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
 
 from sagelab.config import AgentSpec, ToolSpec
+from sagelab.server import access
 from sagelab.tools.schema import from_json_schema
 
 if TYPE_CHECKING:
@@ -60,7 +64,9 @@ log = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 16 * 1024
 MAX_BODY_BYTES = 1024 * 1024
-BODY_METHODS = frozenset({b"POST", b"PATCH", b"PUT", b"DELETE"})
+#: Tools created through the API that the server keeps (in memory), and the size of one.
+MAX_TOOLS = 256
+MAX_TOOL_BYTES = 16 * 1024
 # Long enough for any method name plus the space after it.
 _METHOD_SNIFF_BYTES = 8
 # After an early answer (413, 431) the client may still be sending; closing at once would
@@ -110,6 +116,20 @@ class RestApi:
         if not isinstance(body, dict) or not isinstance(body.get("tool_config"), dict):
             raise _invalid("the body must be a JSON object with a 'tool_config' object")
         config = _checked_tool_config(body["tool_config"])
+        size = len(json.dumps(config))
+        if size > MAX_TOOL_BYTES:
+            raise RestError(
+                413,
+                "payload_too_large",
+                f"a tool config of {size} bytes exceeds the limit of {MAX_TOOL_BYTES} bytes",
+            )
+        if len(self.tools) >= MAX_TOOLS:
+            raise RestError(
+                409,
+                "too_many_tools",
+                f"this server keeps at most {MAX_TOOLS} tools (in memory, until it restarts); "
+                "reuse the tools you created (GET /v1/convai/tools) or restart the server",
+            )
         tool_id = f"tool_{secrets.token_hex(12)}"
         record = _tool_record(tool_id, config)
         self.tools[tool_id] = record
@@ -264,9 +284,25 @@ def _dispatch(
     body: bytes,
 ) -> Result:
     if not is_rest_path(path):
+        if method != "GET":
+            raise RestError(
+                405,
+                "method_not_allowed",
+                f"{path} answers GET only (WebSocket routes: GET upgrade)",
+            )
         raise RestError(404, "not_found", f"no route for {method} {path}")
+    if method not in ("GET", "POST", "PATCH"):
+        raise _not_allowed(method, path)
     if server.config.api_keys and not server.api_keys.check(headers.get("xi-api-key")):
         raise RestError(401, "invalid_api_key", "missing or invalid xi-api-key header")
+    if method in ("POST", "PATCH", "PUT") and not _is_json(headers.get("content-type", "")):
+        # A browser sends text/plain and form bodies cross-site without asking the server
+        # first (no CORS preflight); JSON bodies always need that permission.
+        raise RestError(
+            415,
+            "unsupported_media_type",
+            "request bodies must be JSON, sent with Content-Type: application/json",
+        )
     state = api(server)
     if path == _TOOLS:
         if method == "POST":
@@ -303,6 +339,13 @@ def _invalid(message: str) -> RestError:
 
 def _not_allowed(method: str, path: str) -> RestError:
     return RestError(405, "method_not_allowed", f"{method} is not supported on {path}")
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
 
 
 def _json(body: bytes) -> Any:
@@ -404,8 +447,8 @@ def _tool_record(tool_id: str, config: dict[str, Any]) -> dict[str, Any]:
 class RestAwareConnection(ServerConnection):
     """A websockets server connection that answers requests with a body itself.
 
-    The first bytes decide: a method in :data:`BODY_METHODS` switches the connection to an
-    ``h11`` parser and :func:`handle`; anything else is passed to websockets unchanged, so
+    The first bytes decide: any method but GET switches the connection to an ``h11`` parser
+    and :func:`handle`; GET is passed to websockets unchanged, so
     WebSocket upgrades and GET routes behave exactly as without this class. Use
     :meth:`bound_to` to get the class for one server (``serve`` builds connections from a
     class and fixed arguments, so the server travels as a class attribute).
@@ -440,7 +483,9 @@ class RestAwareConnection(ServerConnection):
         if not space and len(self._sniffed) < _METHOD_SNIFF_BYTES:
             return  # not enough bytes yet to know the method
         buffered, self._sniffed = bytes(self._sniffed), bytearray()
-        if space and method in BODY_METHODS:
+        # websockets answers every method as if it were GET; only GET goes to it, anything
+        # else is parsed here and gets its own answer (405 outside the REST routes).
+        if space and method != b"GET":
             self._mode = "rest"
             self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
             self._feed(buffered)
@@ -518,6 +563,12 @@ class RestAwareConnection(ServerConnection):
         target = request.target.decode("latin-1")
         path, _, query_string = target.partition("?")
         query = {k: v[0] for k, v in parse_qs(query_string).items()}
+        raw = Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers])
+        refusal = access.check_request(self.sagelab, raw, browser_sensitive=True)
+        if refusal is not None:
+            self.sagelab.metrics.errors.labels(refusal.code).inc()
+            self._answer(*RestError(refusal.status, refusal.code, refusal.message).result())
+            return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
         try:
             status, body = handle(
@@ -549,7 +600,8 @@ class RestAwareConnection(ServerConnection):
             out = self._h11.send(
                 h11.Response(status_code=status, headers=head, reason=_reason(status))
             )
-            out = (out or b"") + (self._h11.send(h11.Data(data=payload)) or b"")
+            if self._request is None or self._request.method != b"HEAD":  # HEAD: no body
+                out = (out or b"") + (self._h11.send(h11.Data(data=payload)) or b"")
             out += self._h11.send(h11.EndOfMessage()) or b""
         except h11.LocalProtocolError:
             self.transport.abort()

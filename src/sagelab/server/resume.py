@@ -217,6 +217,13 @@ class SessionKeeper:
                 "the resume token was issued under another API key; present the key the "
                 "conversation started with, or none (the token is the credential)"
             )
+        if key_id is None and live.key_id is not None and live.connection is not None:
+            # Its connection still looks alive: moving a keyed conversation away from it
+            # takes the key, not a token alone (a held one resumes on its token).
+            return (
+                "the conversation is still connected; taking it over needs the API key it "
+                "started with (send it with the token), or wait until it is held"
+            )
         if detail_id is not None and detail_id != live.detail_id:
             return "the resume token belongs to another conversationDetailId"
         return None
@@ -255,7 +262,12 @@ class SessionKeeper:
             return
         code, reason = describe_disconnect(connection)
         abnormal = connection.protocol.close_rcvd is None  # no close frame from the client
-        if not (live.resumable and abnormal and self._server.registry.accepting):
+        if not (
+            live.resumable
+            and abnormal
+            and self._server.registry.accepting
+            and self._server.registry.may_hold(live.key_id, self._held_anonymous())
+        ):
             await conv.close(code, reason)
             self._release(live)
             return
@@ -297,6 +309,9 @@ class SessionKeeper:
         live.reservation.release()
         self._server.registry.remove(live.conv)
         self._server.metrics.active_sessions.labels(live.protocol).dec()
+
+    def _held_anonymous(self) -> int:
+        return sum(1 for held in self._held if held.key_id is None)
 
     def _unhold(self, live: LiveSession) -> None:
         if live in self._held:

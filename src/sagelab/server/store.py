@@ -28,8 +28,10 @@ the writer gets to it.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -231,6 +233,7 @@ class ConversationStore:
             raise ValueError("ConversationStore needs a file: reads use a second connection")
         self._path = Path(path)
         self._path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(self._path)
         self._writer_conn = _connect(self._path)
         try:
             _configure_writer(self._writer_conn)
@@ -747,6 +750,13 @@ def _apply_batch(conn: sqlite3.Connection, writes: Sequence[_Write]) -> int:
             conn.execute("ROLLBACK")
         raise
     return failures
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file readable by its owner only (0600): it holds transcripts,
+    tool results and dynamic variables. SQLite gives its -wal and -shm files the same mode."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def _connect(path: Path) -> sqlite3.Connection:

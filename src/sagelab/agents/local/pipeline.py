@@ -31,6 +31,7 @@ from sagelab.conversation.turns import (
     TurnTaker,
     UserTurn,
 )
+from sagelab.server import limits
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 16_000
@@ -110,8 +111,8 @@ class LocalAgent(Agent):
         self._replies.start(self._reply(turn, " ".join([*heard, text])))
 
     async def on_contextual_update(self, text: str, context_id: str | None) -> None:
-        # The same context_id replaces the older note, as the protocol reference says.
-        self._context_notes[context_id] = text
+        # The same context_id replaces the older note, as the protocol reference says; bounded.
+        limits.keep_note(self._context_notes, context_id, text)
 
     async def on_interrupt(self) -> None:
         await self._barge_in()
@@ -202,6 +203,7 @@ class LocalAgent(Agent):
             # produced at all): what the user said then and now is one request.
             text = f"{self.history.pop().content} {text}"
         self.history.append(ChatMessage("user", text))
+        limits.trim_history(self.history)
         t0 = _now()
         pieces = self.brain.respond(
             list(self.history),

@@ -20,7 +20,9 @@ measures the transport and the models, not sampling luck. Options::
 Patterns see the transcript normalised by ``brains.text.normalise_transcript``: lowercase, no
 punctuation, spelled-out numbers as digits. "Look up record number five." is matched as
 "look up record number 5", so ``record (?:number )?(?P<id>\\d+)`` catches both spellings. The
-named groups' values are taken from that normal form too (lowercase, digits), stripped.
+named groups' values are taken from that normal form too (lowercase, digits), stripped. Only
+the first ``patterns.MAX_MATCH_CHARS`` characters of a turn are matched, and a pattern that
+backtracks badly is refused when the agents file is loaded (see ``brains.patterns``).
 
 Templates are ``str.format`` strings (``{{`` for a literal brace) over the named groups and
 ``variables`` (a group wins over a variable of the same name); answers also get ``{result}``
@@ -34,6 +36,7 @@ sentence by sentence. The greeting is not the brain's job (``first_message``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -45,6 +48,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sagelab.agents.base import ToolResult
 from sagelab.agents.local.brain import Brain, ChatMessage, ToolCaller
 from sagelab.agents.local.brains.options import parse_options
+from sagelab.agents.local.brains.patterns import (
+    MAX_MATCH_CHARS,
+    UnsafePattern,
+    cap_text,
+    check_pattern,
+)
 from sagelab.agents.local.brains.templates import ResultField, check_template, render
 from sagelab.agents.local.brains.text import normalise_transcript, split_sentences
 from sagelab.config import ToolSpec
@@ -53,6 +62,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ERROR_ANSWER = "Sorry, I could not do that: {error}"
 DEFAULT_FALLBACK = "Sorry, I did not understand that."
+#: How long matching one turn may take before the brain gives up and answers the fallback.
+MATCH_TIMEOUT_S = 1.0
 _SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+([,.;:!?])")
 
 
@@ -71,7 +82,9 @@ class IntentOptions(BaseModel):
     def _compiles(cls, patterns: list[str]) -> list[str]:
         for pattern in patterns:
             try:
-                re.compile(pattern, re.IGNORECASE)
+                check_pattern(pattern)
+            except UnsafePattern:
+                raise
             except re.error as exc:
                 raise ValueError(f"pattern {pattern!r} is not a valid regex: {exc}") from exc
         return patterns
@@ -154,18 +167,39 @@ class RulesBrain(Brain):
         call_tool: ToolCaller,
     ) -> AsyncIterator[str]:
         heard = history[-1].content if history and history[-1].role == "user" else ""
-        text = normalise_transcript(heard)
+        found = await self._match(heard)
+        if found is not None:
+            answer = await self._answer(found[0], found[1], tools, call_tool)
+        else:
+            answer = render(self.fallback, self.variables)
+        for sentence in split_sentences(_tidy(answer)):
+            yield sentence
+
+    async def _match(self, heard: str) -> tuple[Intent, re.Match[str]] | None:
+        """The first intent that matches, found off the event loop and within a time limit.
+
+        The text is capped before normalising or matching (``patterns.cap_text``), and the
+        patterns were checked at load; the thread and the timeout are the last line: a turn
+        whose matching takes too long gets the fallback instead of holding the session.
+        """
+        text = heard[: 4 * MAX_MATCH_CHARS]  # punctuation that normalising drops included
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(self._match_now, text), timeout=MATCH_TIMEOUT_S
+            )
+        except TimeoutError:
+            log.warning("intent matching took over %g s; answering the fallback", MATCH_TIMEOUT_S)
+            return None
+
+    def _match_now(self, heard: str) -> tuple[Intent, re.Match[str]] | None:
+        text = cap_text(normalise_transcript(heard))
         for intent in self.intents:
             match = intent.match(text)
             if match is not None:
                 log.debug("intent %s matched %r", intent.name, text)
-                answer = await self._answer(intent, match, tools, call_tool)
-                break
-        else:
-            log.debug("no intent matched %r", text)
-            answer = render(self.fallback, self.variables)
-        for sentence in split_sentences(_tidy(answer)):
-            yield sentence
+                return intent, match
+        log.debug("no intent matched %r", text)
+        return None
 
     async def _answer(
         self,
