@@ -119,3 +119,21 @@ async def test_an_unknown_agent_is_refused_without_listing_the_agents(server):
     state, error, code = await ws_outcome(url)
     assert (state, code, error["error_type"]) == ("refused", 1008, "agent_not_found")
     assert "scripted" not in error["message"]
+
+
+async def test_typed_user_text_is_stored_as_a_user_turn(server: SagelabServer):
+    """A typed ``user_message`` is part of the record like a spoken turn (it was not)."""
+    from sagelab.client import Session
+
+    async with Session.connect(server.http_url, "scripted") as s:
+        await s.wait_for("agent_response", timeout=5)
+        mark = s.mark()
+        await s.send_text("what is the weather in Paris")
+        await s.wait_for("agent_response", since=mark, timeout=10)
+        conversation_id = s.conversation_id
+    assert server.store is not None
+    server.store.flush()
+    turns = server.store.get_conversation(conversation_id)["turns"]
+    typed = [t for t in turns if t["role"] == "user"]
+    assert [t["text"] for t in typed] == ["what is the weather in Paris"]
+    assert typed[0]["ended_at"] is not None

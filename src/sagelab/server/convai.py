@@ -517,11 +517,13 @@ async def _receive_loop(ws: ServerConnection, server: SagelabServer, conv: Conve
             case wire.UserMessage():
                 conv.touch()
                 if msg.text:
+                    conv.typed(msg.text)
                     await conv.run_backend(backend.on_user_message(msg.text))
             case wire.MultimodalMessage():
                 conv.touch()
                 text = msg.user_text
                 if text:
+                    conv.typed(text)
                     await conv.run_backend(backend.on_user_message(text))
             case wire.ContextualUpdate():
                 await conv.run_backend(backend.on_contextual_update(msg.text, msg.context_id))

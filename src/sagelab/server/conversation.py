@@ -264,6 +264,15 @@ class Conversation:
     def next_event_id(self) -> int:
         return self.core.next_event_id()
 
+    def typed(self, text: str) -> None:
+        """A typed user turn (``user_message``, relay ``text``) is a user turn of the record,
+        as a transcript is."""
+        if self.store is not None:
+            now = time.time()
+            self.store.add_turn(
+                self.conversation_id, role="user", text=text, started_at=now, ended_at=now
+            )
+
     def on_pong(self, event_id: int, received_at: float) -> None:
         rtt = self.core.pong(event_id, received_at)
         if rtt is not None:

@@ -357,6 +357,7 @@ async def _receive_loop(
                     await conv.run_backend(backend.on_audio(pcm))
             case wire.RelayText():
                 conv.touch()
+                conv.typed(msg.text)
                 await conv.run_backend(backend.on_user_message(msg.text))
             case wire.RelayInterrupt():
                 conv.touch()
