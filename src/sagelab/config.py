@@ -67,7 +67,7 @@ class AgentSpec(BaseModel):
     input_format: str = "pcm_16000"
     output_format: str = "pcm_16000"
     allowed_overrides: list[OverrideName] = Field(
-        default_factory=lambda: ["prompt", "first_message", "language", "voice"]
+        default_factory=lambda: list[OverrideName](["prompt", "first_message", "language", "voice"])
     )
 
     @field_validator("input_format", "output_format")

@@ -237,8 +237,8 @@ def get_stt(
     source = _resolve(model, allow_download)
     workers = num_workers if num_workers is not None else model_workers()
     temp = tuple(temperature) if isinstance(temperature, list | tuple) else temperature
-    key = (source, compute_type, cpu_threads, beam_size, language, workers, temp)
-    key += (initial_prompt, hotwords)
+    key: tuple[object, ...] = (source, compute_type, cpu_threads, beam_size, language, workers)
+    key += (temp, initial_prompt, hotwords)
     with _instances_lock:
         stt = _instances.get(key)
         if stt is None:
