@@ -9,6 +9,10 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 .PHONY: install demo test check typecheck lint bench-transport serve clean lab chromium
 
+# Python's default: cache bytecode (git-ignored __pycache__). With PYTHONDONTWRITEBYTECODE set,
+# every test worker recompiles src/ and re-rewrites tests/ (~5 s of CPU each).
+unexport PYTHONDONTWRITEBYTECODE
+
 # The browser tests drive Debian's chromium (Playwright never downloads a browser here).
 CHROMIUM := /usr/bin/chromium
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -49,7 +53,7 @@ chromium: $(CHROMIUM)
 TEST_WORKERS ?= 6
 
 test: install $(CHROMIUM) lint typecheck
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=30
 
 # The quick loop: lint, types, then the fast tier (no models, browser, locust or long waits).
 check: lint typecheck

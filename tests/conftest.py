@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from elevenlabs.conversational_ai.conversation import AudioInterface
+from hypothesis import HealthCheck, settings
 
 from sagelab.audio import pcm_bytes, silence
 from sagelab.config import ServerConfig, load_config
@@ -112,12 +113,13 @@ TEST_TIERS = {
 
 # Fixtures that put a test in a tier wherever it is (browser first: it also needs the models).
 FIXTURE_TIERS = {"chromium": "browser", "jupyter_lab": "browser", "audio_sage_url": "model"}
-# Tests that share one ``sagelab serve`` with the bundled models run on one xdist worker, so
-# Whisper and Piper load once, not once per worker.
-SHARED_SERVER_FIXTURES = {"audio_sage_url"}
-# Modules whose tests must run on one xdist worker, in order: test_fuzz_live's last test checks
-# the server the fuzz tests before it used; test_audio_js launches Chromium once per module.
-ONE_WORKER_MODULES = {"reliability/test_fuzz_live.py", "notebook/test_audio_js.py"}
+# A module's tests that use these costly fixtures (a ``sagelab serve`` loading every model,
+# JupyterLab, Chromium) run on one xdist worker, so each module starts them once; different
+# modules still run side by side.
+COSTLY_FIXTURES = {"audio_sage_url", "jupyter_lab", "chromium"}
+# Modules whose tests must run on one worker, in order: test_fuzz_live's last test checks the
+# server the fuzz tests before it used.
+ONE_WORKER_MODULES = {"reliability/test_fuzz_live.py"}
 
 
 def _relative(path: Path) -> str:
@@ -150,14 +152,20 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return True if tier not in (None, "fast") else None
 
 
+# Hypothesis' per-example deadline (200 ms) and its "input generation is slow" health check
+# are timings: on a shared 2-core machine running the suite on several workers they fail
+# tests whose properties hold. The number of examples each test asks for is unchanged.
+settings.register_profile("sagelab", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("sagelab")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         tier = tier_of(item)
         if not any(m.name == tier for m in item.iter_markers()):
             item.add_marker(getattr(pytest.mark, tier))
-        if SHARED_SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("audio-sage"))
-        elif (module := _relative(item.path)) in ONE_WORKER_MODULES:
+        module = _relative(item.path)
+        if module in ONE_WORKER_MODULES or COSTLY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group(module))
 
 
