@@ -1,12 +1,17 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   runs the main job offline
 #   make test   installs everything the tests need and runs the whole suite
+# While working: make check (lint, types and the fast tier, about a minute).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install demo test lint docs test-install bench-transport serve clean lab chromium
+.PHONY: install demo test check typecheck lint docs test-install bench-transport serve clean lab chromium
+
+# Python's default: cache bytecode (git-ignored __pycache__). With PYTHONDONTWRITEBYTECODE set,
+# every test worker recompiles src/ and re-rewrites tests/ (~5 s of CPU each).
+unexport PYTHONDONTWRITEBYTECODE
 
 # The browser tests drive Debian's chromium (Playwright never downloads a browser here).
 CHROMIUM := /usr/bin/chromium
@@ -42,12 +47,22 @@ $(CHROMIUM):
 
 chromium: $(CHROMIUM)
 
+# Most slow tests wait on the wall clock (audio streamed in real time, servers, subprocesses),
+# not on the CPU, so more workers than cores pays: measured best on 2 cores (see
+# docs/testing.md). loadgroup keeps each xdist_group (tests/conftest.py) on one worker.
+TEST_WORKERS ?= 6
+
 # The suite includes tests/packaging/test_installed_wheel.py (marker `install`): the wheel in a
 # clean virtual environment, run from an empty folder.
-test: install $(CHROMIUM)
-	$(BIN)/ruff check src tests benchmarks scripts
-	$(BIN)/mkdocs build --strict
-	$(BIN)/python -m pytest -q
+test: install $(CHROMIUM) lint typecheck docs
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=30
+
+# The quick loop: lint, types, then the fast tier (no models, browser, locust or long waits).
+check: lint typecheck
+	$(BIN)/python -m pytest -q -m fast -n 2
+
+typecheck: install
+	$(BIN)/mypy
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks scripts
@@ -68,4 +83,4 @@ bench-transport: install
 	$(BIN)/sagelab bench transport --sessions 50 --seconds 20
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis .mypy_cache

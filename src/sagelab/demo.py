@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sagelab.bench.pipeline import ScenarioTurn, load_conversation
+from sagelab.bench.pipeline import ScenarioTurn, after_turn, from_turn, load_conversation
 from sagelab.client import Session
 from sagelab.config import load_config
 from sagelab.extras import require
@@ -130,11 +130,11 @@ async def run_demo(console: Console, *, config: Path | None, out_dir: Path, data
                     console.print(f"[yellow]{escape(reports[-1].note)}[/]")
                     new_reply = await session.wait_for(
                         "agent_response", since=mark, timeout=30,
-                        predicate=lambda e, a=after: (e.event_id or 0) > a,
+                        predicate=after_turn(after),
                     )  # fmt: skip
                     await session.wait_for(
                         "audio", since=mark, timeout=30,
-                        predicate=lambda e, r=new_reply: (e.event_id or 0) >= r.event_id,
+                        predicate=from_turn(new_reply.event_id),
                     )  # fmt: skip
                     report = _report(session, new_reply.event_id)
                     reports.append(report)

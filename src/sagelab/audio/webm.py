@@ -142,7 +142,7 @@ class _MonoFloat:
             if self._to_planar is None:
                 self._to_planar = av.AudioResampler(format="fltp")
             return _join([self(f) for f in self._to_planar.resample(frame)])
-        planes = [np.frombuffer(p, np.float32, frame.samples) for p in frame.planes]
+        planes = [np.frombuffer(memoryview(p), np.float32, frame.samples) for p in frame.planes]
         return planes[0] if len(planes) == 1 else np.mean(planes, axis=0, dtype=np.float32)
 
 
@@ -205,7 +205,7 @@ class IncrementalWebmDecoder:
         self._max_buffered = int(max_buffered_s * SAMPLE_RATE)
         self._buffered: list[PCM16] = []
         self._buffered_samples = 0
-        self._codec: av.CodecContext | None = None
+        self._codec: av.AudioCodecContext | None = None
         self._mono = _MonoFloat()
         self._resampler: soxr.ResampleStream | None = None
         self._blocks = 0
@@ -318,7 +318,7 @@ class IncrementalWebmDecoder:
             audio = audio[: max(0, audio.size - trim)]
         return audio
 
-    def _open_codec(self) -> av.CodecContext:
+    def _open_codec(self) -> av.AudioCodecContext:
         track = self._demuxer.track
         assert track is not None  # the demuxer returns no block before the Tracks element
         if track.codec_id != "A_OPUS":
@@ -327,6 +327,7 @@ class IncrementalWebmDecoder:
                 "MediaRecorder's mimeType 'audio/webm;codecs=opus'"
             )
         codec = av.CodecContext.create("opus", "r")
+        assert isinstance(codec, av.AudioCodecContext)
         # OpusHead: channels and pre-skip, which the decoder drops from the first frames.
         codec.extradata = track.codec_private or None
         self._codec = codec

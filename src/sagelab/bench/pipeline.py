@@ -58,6 +58,16 @@ class RunResult:
         return [str(t) for t in self.answers["user_text"] if isinstance(t, str)]
 
 
+def from_turn(event_id: int) -> Callable[[Any], bool]:
+    """A ``wait_for`` predicate: an event of turn ``event_id`` or of a later one."""
+    return lambda e: (e.event_id or 0) >= event_id
+
+
+def after_turn(event_id: int) -> Callable[[Any], bool]:
+    """A ``wait_for`` predicate: an event of a turn later than ``event_id``."""
+    return lambda e: (e.event_id or 0) > event_id
+
+
 def load_conversation(path: Path) -> tuple[str, list[ScenarioTurn]]:
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     turns = []
@@ -88,7 +98,7 @@ async def run_conversation(url: str, agent_id: str, turns: list[ScenarioTurn]) -
                 reply = await s.wait_for("agent_response", since=mark, timeout=30)
                 await s.wait_for(
                     "audio", since=mark, timeout=30,
-                    predicate=lambda e, r=reply: (e.event_id or 0) >= r.event_id,
+                    predicate=from_turn(reply.event_id),
                 )  # fmt: skip
                 if turn.barge_after_ms is not None and i + 1 < len(turns):
                     await asyncio.sleep(turn.barge_after_ms / 1000)
@@ -97,11 +107,11 @@ async def run_conversation(url: str, agent_id: str, turns: list[ScenarioTurn]) -
                     cut = await s.wait_for("interruption", since=bmark, timeout=10)
                     breply = await s.wait_for(
                         "agent_response", since=bmark, timeout=30,
-                        predicate=lambda e, c=cut: (e.event_id or 0) > c.event_id,
+                        predicate=after_turn(cut.event_id),
                     )  # fmt: skip
                     await s.wait_for(
                         "audio", since=bmark, timeout=30,
-                        predicate=lambda e, r=breply: (e.event_id or 0) >= r.event_id,
+                        predicate=from_turn(breply.event_id),
                     )  # fmt: skip
                     skip_next = True
                 await s.wait_agent_done(timeout=60)

@@ -101,14 +101,15 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> ServerProcess:
-        out = self.log_path.open("wb") if self.log_path else subprocess.DEVNULL
+        log = self.log_path.open("wb") if self.log_path else None
+        out = log if log is not None else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(
                 self.cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy()
             )
         finally:
-            if out is not subprocess.DEVNULL:
-                out.close()  # the child holds its own descriptor
+            if log is not None:
+                log.close()  # the child holds its own descriptor
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -118,6 +118,14 @@ def sdk_conversation(
     def record(kind: str, key: str) -> Any:
         return lambda value: timeline.add("recv", kind, **{key: value})
 
+    def on_correction(original: str, corrected: str) -> None:
+        timeline.add(
+            "recv",
+            "agent_response_correction",
+            original_agent_response=original,
+            corrected_agent_response=corrected,
+        )
+
     conversation = Conversation(
         ElevenLabs(api_key=api_key, base_url=base_url),
         agent_id,
@@ -130,12 +138,7 @@ def sdk_conversation(
         client_tools=tools,
         callback_agent_response=record("agent_response", "agent_response"),
         callback_user_transcript=record("user_transcript", "user_transcript"),
-        callback_agent_response_correction=lambda original, corrected: timeline.add(
-            "recv",
-            "agent_response_correction",
-            original_agent_response=original,
-            corrected_agent_response=corrected,
-        ),
+        callback_agent_response_correction=on_correction,
         callback_latency_measurement=record("ping", "ping_ms"),
     )
     return conversation, timeline

@@ -685,12 +685,13 @@ class Session:
         for attempt, delay in enumerate(policy.delays(), start=1):
             token = self._resume_token
             if token is None and not policy.new_conversation:
-                return self._give_up(
+                self._give_up(
                     code,
                     f"the connection to conversation {previous} dropped ({last_error}) and the "
                     "server gave no resume token (not a sagelab server, or resume_grace_s is 0); "
                     "ReconnectPolicy(new_conversation=True) would start a new conversation",
                 )
+                return None
             self.timeline.add(
                 "local", "reconnecting", attempt=attempt, delay_s=delay, resume=token is not None
             )
@@ -707,10 +708,11 @@ class Session:
                     "local", "resume_refused", attempt=attempt, code=exc.code, reason=exc.reason
                 )
                 if not policy.new_conversation:
-                    return self._give_up(
+                    self._give_up(
                         exc.code,
                         f"the server refused to resume conversation {previous}: {exc.reason}",
                     )
+                    return None
                 continue
             except (SessionError, OSError, TimeoutError, InvalidHandshake) as exc:
                 last_error = str(exc) or type(exc).__name__
@@ -730,15 +732,15 @@ class Session:
                 previous_conversation_id=previous,
             )
             return reading
-        return self._give_up(
+        self._give_up(
             code, f"could not reconnect in {policy.max_attempts} attempts; last: {last_error}"
         )
+        return None
 
     def _give_up(self, code: int | None, message: str) -> None:
         self.failure = message
         self.close_code, self.close_reason = code, message
         self.timeline.add("local", "reconnect_gave_up", code=code, reason=message)
-        return None
 
     async def _reconnect_url(self, token: str | None) -> str:
         """The resume URL (the token is the credential, so a spent signature is left out),

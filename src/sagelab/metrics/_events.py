@@ -44,7 +44,7 @@ def named(timelines: Timelines) -> list[tuple[Any, TimelineLike]]:
         return [(0, timelines)]
     if isinstance(timelines, Mapping):
         return list(timelines.items())
-    items = list(timelines)
+    items: list[Any] = list(timelines)
     if not items or isinstance(items[0], TimelineEvent):
         return [(0, items)]  # a single timeline given as its events
     return list(enumerate(items))

@@ -309,7 +309,7 @@ def player_playout(
         if chunks is None:
             chunks = chunk_table(reports)  # type: ignore[arg-type]
     else:
-        records = [{"session": 0, **dict(r)} for r in reports]  # type: ignore[union-attr]
+        records = [{"session": 0, **dict(r)} for r in reports]  # type: ignore[arg-type]
     for r in records:
         if r.get("type") not in PLAYER_EVENTS:
             raise ValueError(

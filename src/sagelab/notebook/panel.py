@@ -87,9 +87,9 @@ class ConversationPanel(anywidget.AnyWidget):
     phase = traitlets.Unicode("idle").tag(sync=True)  # idle connecting connected ended error
     status = traitlets.Unicode("idle").tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
-    transcript = traitlets.List().tag(sync=True)
-    tool_calls = traitlets.List().tag(sync=True)
-    turns = traitlets.List().tag(sync=True)
+    transcript: traitlets.List[Any] = traitlets.List().tag(sync=True)
+    tool_calls: traitlets.List[Any] = traitlets.List().tag(sync=True)
+    turns: traitlets.List[Any] = traitlets.List().tag(sync=True)
     chunk_ms = traitlets.Int(100).tag(sync=True)
     jitter_ms = traitlets.Int(100).tag(sync=True)
     device_id = traitlets.Unicode("").tag(sync=True)

@@ -152,6 +152,7 @@ def judge(run: ScenarioRun) -> ScenarioResult:
         reference = step.reference
         if obs is not None and reference is not None:
             obs.wer = word_error_rate(reference, obs.heard)
+        error: str | None
         if not step_run.ran:
             error = "not run: " + (run.error or "the session ended before this step")
             checks = [Check("ran", False, "the step runs", error)]

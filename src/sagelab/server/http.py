@@ -85,8 +85,8 @@ def route(server: SagelabServer, connection: ServerConnection, request: Request)
     if path == "/v1/convai/conversation/get-signed-url":
         return _signed_url(server, request, query)
     if rest.is_rest_path(path):
-        headers = {k.lower(): v for k, v in request.headers.raw_items()}
-        return json_response(*rest.handle(server, "GET", path, query, headers, b""))
+        lowered = {k.lower(): v for k, v in request.headers.raw_items()}
+        return json_response(*rest.handle(server, "GET", path, query, lowered, b""))
     return error_response(404, "not_found", f"no route for {path}")
 
 

@@ -470,8 +470,8 @@ def get_stt(
     source = _resolve(model, allow_download)
     workers = num_workers if num_workers is not None else model_workers()
     temp = tuple(temperature) if isinstance(temperature, list | tuple) else temperature
-    key = (source, compute_type, cpu_threads, beam_size, language, workers, temp)
-    key += (initial_prompt, hotwords, window, min_window_s, window_pad_s, tokens_per_s)
+    key: tuple[object, ...] = (source, compute_type, cpu_threads, beam_size, language, workers)
+    key += (temp, initial_prompt, hotwords, window, min_window_s, window_pad_s, tokens_per_s)
     key += (retry_window_s, max_threads)
     with _instances_lock:
         stt = _instances.get(key)

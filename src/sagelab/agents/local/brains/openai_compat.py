@@ -30,7 +30,7 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -152,7 +152,7 @@ class OpenAIBrain(Brain):
         functions: list[ChatCompletionToolParam],
         calls: dict[int, _PendingCall],
         final: bool,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """One request: yield its text, collect its tool calls into ``calls``."""
         timeout = self.options.timeout_s
         try:
