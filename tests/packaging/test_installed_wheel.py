@@ -163,8 +163,16 @@ def test_loadtest_runs_from_an_empty_folder(
     out = empty_dir / "lt"
     # What this checks is that the command works from the wheel, not the latency of a shared
     # CI machine: the budget cannot fail the run, so exit 0 means locust ran and reported.
-    loose = ["--max-error-rate", "1", "--max-stutter-share", "1",
-             "--max-p95-first-audio-ms", "1e9", "--max-p95-voice-to-voice-ms", "1e9"]
+    loose = [
+        "--max-error-rate",
+        "1",
+        "--max-stutter-share",
+        "1",
+        "--max-p95-first-audio-ms",
+        "1e9",
+        "--max-p95-voice-to-voice-ms",
+        "1e9",
+    ]
     _run([installed.sagelab, "loadtest", "--users", "2", "--run-time", "10s", "--out", str(out),
           *loose], cwd=empty_dir, timeout=300)  # fmt: skip
     assert (out / "summary.json").is_file() and (out / "loadtest.png").is_file()

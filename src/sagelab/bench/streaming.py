@@ -278,7 +278,8 @@ def _transcription_pending(session: Session, since: int) -> bool:
 
 async def _unless_stopped(mark: asyncio.Future[int], sending: asyncio.Task[None]) -> int:
     """The send time ``mark`` resolves to; an error if the microphone stopped first."""
-    await asyncio.wait({mark, sending}, return_when=asyncio.FIRST_COMPLETED)
+    waiting: set[asyncio.Future[object]] = {mark, sending}  # type: ignore[arg-type]
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     if not mark.done():
         raise SessionError("the session closed before all the speech was sent")
     return mark.result()

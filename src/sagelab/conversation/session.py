@@ -443,5 +443,5 @@ def delivered_text(turn: AgentTurn, played_s: float) -> str:
     if turn.queued_s <= 0:
         return ""
     words = turn.text.split()
-    heard = int(len(words) * min(1.0, played_s / turn.queued_s))
-    return " ".join(words[:heard])
+    n_heard = int(len(words) * min(1.0, played_s / turn.queued_s))
+    return " ".join(words[:n_heard])

@@ -305,6 +305,7 @@ class TurnTaker:
         actions: list[TurnAction] = []
         while self._segments and self._segments[0].done_at is not None:
             s = self._segments.popleft()
+            assert s.done_at is not None
             if s.error is not None:
                 actions.append(TranscriptionFailed(s.start, s.end, s.error))
             final = not self._segments and self._utterance is None

@@ -253,7 +253,7 @@ class VoiceUser(User):
         self.ws = ws
         self.report("connect", (time.monotonic() - t0) * 1000)
         with contextlib.suppress(OSError, AttributeError):
-            plugin.note_local_address(str(ws.sock.getsockname()[0]))
+            plugin.note_local_address(str(ws.sock.getsockname()[0]))  # type: ignore[union-attr]
         try:
             if not self.initiate(ws, t0):
                 return
@@ -419,10 +419,10 @@ class ConvAIUser(VoiceUser):
             # Answer at once, as an app would: the agent waits for the result before it
             # speaks, so an unanswered call would stall the turn until the tool timeout.
             call = msg["client_tool_call"]
-            result = convai.ClientToolResult(
+            answer = convai.ClientToolResult(
                 tool_call_id=call["tool_call_id"], result="sunny, 21 degrees", is_error=False
             )
-            ws.send(convai.encode_client(result))
+            ws.send(convai.encode_client(answer))
         elif kind == "interruption":
             latency, stutter = self.turns.interrupted(t)
             if latency is not None:

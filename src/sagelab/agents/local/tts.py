@@ -295,8 +295,8 @@ def get_tts(
 ) -> PiperTTS:
     """The process-wide :class:`PiperTTS` for these settings (same arguments, same object)."""
     model_path, config_path = _resolve(model, config)
-    key = (model_path, config_path, float(length_scale), float(volume), cpu_threads)
-    key += (first_clause_chars,)
+    key: tuple[object, ...] = (model_path, config_path, float(length_scale), float(volume))
+    key += (cpu_threads, first_clause_chars)
     with _instances_lock:
         tts = _instances.get(key)
         if tts is None:
