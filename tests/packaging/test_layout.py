@@ -30,18 +30,21 @@ SAME_CONCEPT: dict[str, str] = {
     "convai": "the ConvAI protocol: wire format (protocol) and the server route (server)",
     "relay": "the relay protocol: wire format (protocol) and the server route (server)",
     "demo": "the demo: the command (sagelab.demo) and the demo application's tools (tools)",
+    "endofturn": "the end-of-turn model (agents.local) and its benchmark (bench)",
     "errors": "the exception types of a package",
     "mic": "the user's microphone: in a notebook widget and in a locust user",
     "model": "the data model of a user-written file (scenario, action)",
     "pipeline": "the offline voice pipeline (agents.local) and its benchmark (bench)",
     "plots": "figures of measurements (metrics, loadtest)",
     "runner": "runs one scenario / one load test end to end",
+    "session": "a conversation session: the client (client), the server core (conversation)",
     "serverconf": "the agents file written for a run's own server (scenario run, load test)",
     "soak": "the soak test: its command (cli) and its run (bench)",
     "store": "the conversation store (server) and tables read from it (metrics)",
     "summary": "percentile summaries of measurements (metrics, loadtest)",
     "tools": "an agent's tools: run inside the server, pushed to an agent (cli)",
     "transport": "session transport (server) and its benchmark (bench)",
+    "turns": "turn-taking: turn events, energy detector (agents), the turn-taker (conversation)",
 }
 
 

@@ -192,8 +192,9 @@ async def test_client_vanishing_mid_turn_loses_nothing(server, speech_dir):
     stored = server.store.get_conversation(doomed_id)
     assert stored is not None
     assert stored["ended_at"] is not None and stored["close_code"] == 1006
-    texts = [t["text"] for t in stored["turns"]]
-    assert texts[0].startswith("Hello!") and texts[1].startswith("I heard you")
+    texts = [(t["role"], t["text"]) for t in stored["turns"]]
+    assert texts[0][1].startswith("Hello!") and texts[1] == ("user", "hello")
+    assert texts[2][1].startswith("I heard you")
     assert server.store.open_conversations() == []
 
 
