@@ -87,6 +87,24 @@ def serve(
 
 
 @app.command()
+def notebooks(
+    directory: Annotated[Path, typer.Argument(help="Folder to copy the notebooks into")],
+    force: Annotated[bool, typer.Option("--force", help="Replace notebooks already there")] = False,
+) -> None:
+    """Copy sagelab's notebooks into DIRECTORY; then run `jupyter lab DIRECTORY`."""
+    from sagelab.notebook.workbench import copy_notebooks
+
+    try:
+        copied = copy_notebooks(directory, overwrite=force)
+    except (FileExistsError, NotADirectoryError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    for path in copied:
+        console.print(f"  {path}")
+    console.print(f"Open them with: jupyter lab {directory}")
+
+
+@app.command()
 def demo(
     config: ConfigOpt = None,
     out: Annotated[Path, typer.Option(help="Where to write the session timeline and audio")] = Path(
