@@ -14,6 +14,7 @@ from sagelab.metrics.turns import (
     BREAKDOWN_COLUMNS,
     COLUMN_HELP,
     heard_words,
+    rounded,
     stage_parts,
     turn_audio,
     turn_breakdown,
@@ -129,3 +130,21 @@ def test_turn_audio_cuts_both_sides_of_one_turn_from_a_saved_timeline(tmp_path) 
     assert (user != 0).sum() == 10 * chunk
     with pytest.raises(KeyError, match="event_id 99"):
         turn_audio(loaded, 99)
+
+
+def test_stage_breakdown_draws_one_stacked_bar_per_answered_turn() -> None:
+    from sagelab.metrics.plots import stage_breakdown
+
+    table = turn_breakdown(conversation().timeline)
+    fig = stage_breakdown(table)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    # the greeting has nothing to break down, turn 2 no stage timings: both left out
+    assert labels == ["turn 1"]
+    # turn 1's six segments end at its voice-to-voice (700 ms), written beside the bar
+    ends = [p.get_x() + p.get_width() for p in ax.patches]
+    assert len(ends) == 6 and max(ends) == pytest.approx(700)
+    assert "700 ms" in [t.get_text() for t in ax.texts]
+    rounded_table = rounded(table)
+    assert str(rounded_table["network_ms"].dtype) == "Int64"
+    assert rounded_table.loc[1, "network_ms"] == 80
