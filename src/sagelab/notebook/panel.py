@@ -51,6 +51,7 @@ from sagelab.notebook.messages import (
     PlayerEvent,
     WidgetMessageError,
     check_chunk_ms,
+    parse_player_events,
 )
 from sagelab.notebook.mic import MicInput, SpeechSegmenter
 from sagelab.notebook.outputs import run_dir
@@ -174,6 +175,7 @@ class ConversationPanel(anywidget.AnyWidget):
         self._user_voice_ns = 0
         self._recording_speech: tuple[int, int] | None = None
         self._open_turns: set[int] = set()
+        self._cut_turns: set[int] = set()
         self._input_mark = 0
         self._turns_dirty = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -412,6 +414,8 @@ class ConversationPanel(anywidget.AnyWidget):
         if not isinstance(content, dict):
             return
         try:
+            if content.get("type") == "player":
+                self._cuts_reported(content)
             if self.mic.handle(content, buffers) or self.player.handle(content, buffers):
                 return
             if content.get("type") == "action":
@@ -517,9 +521,18 @@ class ConversationPanel(anywidget.AnyWidget):
                 self._open_turns.add(event.event_id)
             elif event.type == "playback_end":
                 self._open_turns.discard(event.event_id or 0)
-        if event.type == "playback_end" and event.data.get("flushed"):
-            self._turn_cut(event)
         self._turns_dirty = True
+
+    def _cuts_reported(self, content: dict[str, Any]) -> None:
+        """Turns whose playback was stopped, handled as soon as the report arrives: how much
+        was played needs no clock, unlike the report's timestamps, which wait in the player
+        until the browser's clock is known well enough."""
+        runner = self._runner
+        if runner is None:
+            return
+        for event in parse_player_events(content, self.player.clock):
+            if event.type == "playback_end" and event.data.get("flushed"):
+                runner.loop.call_soon_threadsafe(self._turn_cut, event)
 
     def _turn_cut(self, event: PlayerEvent) -> None:
         """Playback of a turn was stopped: mark what was heard of it, and tell the server."""
@@ -527,6 +540,9 @@ class ConversationPanel(anywidget.AnyWidget):
         played = _finite(event.data.get("played_ms"))
         if session is None or event_id is None or played is None:
             return
+        if event_id in self._cut_turns:
+            return  # a second view of the panel reported the same cut
+        self._cut_turns.add(event_id)
         received = sum(
             float(e.data.get("duration_s", 0.0)) * 1000
             for e in session.timeline.of_type("audio")

@@ -236,7 +236,7 @@ function render({ model, el }) {
           );
         }
         if (turn.tools.length) flags.push(h("span", { class: "sagelab-flag", text: turn.tools.join(", "), title: "tools called" }));
-        if (turn.underruns) flags.push(h("span", { class: "sagelab-flag sagelab-cut", text: `${turn.underruns} underrun${turn.underruns > 1 ? "s" : ""}`, title: "the player ran dry mid-turn" }));
+        if (turn.underruns) flags.push(h("span", { class: "sagelab-flag sagelab-warn", text: `${turn.underruns} underrun${turn.underruns > 1 ? "s" : ""}`, title: "the player ran dry mid-turn" }));
         return h("tr", { "data-event-id": turn.event_id, class: turn.interrupted ? "sagelab-interrupted" : "" }, [
           h("td", { class: "sagelab-turn-number", text: greeting ? "greeting" : turn.turn, title: `event_id ${turn.event_id}` }),
           h("td", {
