@@ -268,11 +268,13 @@ def test_mic_recorder_resamples_a_native_rate_capture(browser: Browser) -> None:
     )
     widget = page.locator(".sagelab-mic").last
     widget.wait_for(timeout=30_000)
+    started = time.monotonic()  # the recording lies within these two instants
     widget.get_by_role("button", name="● Record").click()
     widget.get_by_role("button", name="■ Stop").wait_for(timeout=10_000)
     time.sleep(2.0)
     widget.get_by_role("button", name="■ Stop").click()
     widget.get_by_role("button", name="● Record").wait_for(timeout=10_000)
+    clicked_s = time.monotonic() - started
     deadline = time.monotonic() + 15
     while True:
         got = browser.kernel_json(
@@ -290,7 +292,9 @@ def test_mic_recorder_resamples_a_native_rate_capture(browser: Browser) -> None:
     assert got["rate"] > 16_000  # captured at the device's rate, resampled in the worklet
     assert got["missing"] == 0
     assert got["sizes"][-1] == 800  # 50 ms chunks at 16 kHz (the last one may be shorter)
-    assert got["seconds"] == pytest.approx(2.0, abs=0.5)
+    # About the two seconds between the clicks; on a loaded machine the clicks themselves take
+    # longer, so the bound above is the time from pressing Record to seeing Stop take effect.
+    assert 1.5 <= got["seconds"] <= clicked_s + 0.2, (got["seconds"], clicked_s)
     assert got["dbfs"] > -45  # the fake microphone's speech, not silence
     assert browser.errors == []
 
@@ -354,12 +358,18 @@ def test_barge_in_is_marked_with_what_was_heard_and_turns_show_their_stages(
         " === 'agent speaking'",
         timeout=15_000,
     )
-    time.sleep(1.0)  # a second of the reply is heard, then the user talks over it
+    time.sleep(0.3)  # a moment of the reply is heard, then the user talks over it
     panel.get_by_role("button", name="● Record").click()
     time.sleep(browser.mic_seconds)
     panel.get_by_role("button", name="■ Stop").click()
 
     cut_line = panel.locator(".sagelab-agent").nth(agents_before)
+    reply_turn = int(cut_line.get_attribute("data-event-id") or 0)
+    wait_kernel(
+        browser,
+        f"[e.type for e in panel.timeline.of_type('interruption') if e.event_id == {reply_turn}]",
+        timeout=60,
+    )  # the server heard the barge-in
     # "interrupted" as soon as the server's interruption arrives; "after N s" once the
     # browser's player has reported how much it played (read when the kernel is idle).
     page.wait_for_function(

@@ -6,6 +6,7 @@ and ``sagelab notebooks DIR`` copies them to a folder of the user's choice.
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 from pathlib import Path
 
@@ -83,3 +84,12 @@ def test_copying_onto_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(NotADirectoryError):
         copy_notebooks(tmp_path / "file")
+
+
+def test_the_notebook_extra_leaves_ipywebrtc_out() -> None:
+    """ipywebrtc's JupyterLab extension warns on every page load (it asks for an older
+    @jupyter-widgets/base), so only the ``webrtc`` extra installs it."""
+    requires = importlib.metadata.requires("sagelab") or []
+    notebook = [r for r in requires if 'extra == "notebook"' in r]
+    assert notebook and not any(r.startswith("ipywebrtc") for r in notebook)
+    assert any(r.startswith("ipywebrtc") and 'extra == "webrtc"' in r for r in requires)

@@ -243,9 +243,9 @@ function render({ model, el }) {
             class: "sagelab-said",
             text: greeting ? "(the agent speaks first)" : turn.user_text || (turn.kind === "text" ? "(typed)" : ""),
           }),
-          h("td", { text: formatMs(turn.voice_to_voice_ms), title: greeting ? "nothing to wait for: nobody spoke before it" : help.voice_to_voice_ms }),
+          h("td", { class: "sagelab-num", text: formatMs(turn.voice_to_voice_ms), title: greeting ? "nothing to wait for: nobody spoke before it" : help.voice_to_voice_ms }),
           h("td", { class: "sagelab-stages" }, [stageBar(turn, parts, scale)]),
-          h("td", { text: formatMs(turn.heard_ms) }),
+          h("td", { class: "sagelab-num", text: formatMs(turn.heard_ms) }),
           h("td", {}, flags),
           h("td", { class: "sagelab-replays" }, [
             turn.has_user_audio ? replay(turn, "user", "you") : null,
@@ -278,8 +278,8 @@ function render({ model, el }) {
     frame = requestAnimationFrame(draw);
   };
 
-  const table = (head, body, titles = {}) =>
-    h("table", { class: "sagelab-table" }, [
+  const table = (head, body, titles = {}, kind = "") =>
+    h("table", { class: `sagelab-table ${kind}` }, [
       h("thead", {}, [h("tr", {}, head.map((c) => h("th", { text: c, title: titles[c] })))]),
       body,
     ]);
@@ -299,7 +299,7 @@ function render({ model, el }) {
       transcript,
       h("details", { class: "sagelab-section", open: true }, [
         h("summary", { text: "Tool calls" }),
-        table(["tool", "parameters", "result", ""], tools),
+        table(["tool", "parameters", "result", ""], tools, {}, "sagelab-tools"),
       ]),
       h("details", { class: "sagelab-section", open: true }, [
         h("summary", { text: "Turns" }),
@@ -307,6 +307,7 @@ function render({ model, el }) {
           TURN_COLUMNS.map(([label]) => label),
           turns,
           turnTitles,
+          "sagelab-turns",
         ),
         legend,
         clip,
