@@ -269,6 +269,10 @@ def test_the_players_report_of_a_cut_replaces_the_servers_guess() -> None:
         )
     )
     assert log.heard(5, "one two", 1500.0)
+    late = wire.AgentResponseCorrection(
+        original_agent_response="one two three four", corrected_agent_response="one", event_id=5
+    )
+    log.apply(late)  # a server's guess arriving after the player's report does not undo it
     line = log.snapshot()[0][0]
     assert (line["text"], line["heard"], line["played_ms"]) == (
         "one two three four",

@@ -24,8 +24,10 @@ live and a notebook draws from a saved run (``Timeline.load``):
 ``interrupted`` ``played_ms`` ``heard_text``
     the reply was cut (a barge-in's ``interruption``, or the user's own Interrupt); how much
     of it was played before it stopped (the player's report, or the ``internal_sagelab_heard``
-    the client sent), and the words heard: the server's ``agent_response_correction`` when it
-    sent one, else the share of the reply's words played (``heard_words``).
+    the client sent), and the words heard: the client's own reading when it sent one (it knows
+    what its player played), else the server's ``agent_response_correction`` (the server only
+    models when the client played), else the share of the reply's words played
+    (``heard_words``).
 
 ``turn_audio`` cuts the user's and the agent's audio of one turn out of a timeline recorded
 with audio, so any turn can be heard again.

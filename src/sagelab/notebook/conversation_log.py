@@ -4,8 +4,8 @@ Plain rows of strings and numbers, synced to the view as they are; the view rend
 with ``textContent``, so a transcript or a tool result that looks like HTML is shown as text.
 
 An interrupted agent line keeps the whole reply in ``text`` and what was heard of it in
-``heard`` (with ``played_ms``): the latest word on it wins, either the server's
-``agent_response_correction`` or the player's own report of how much it played.
+``heard``: from the player's own report of how much it played (``played_ms``) when there is
+one, else from the server's ``agent_response_correction`` (the server only models playback).
 """
 
 from __future__ import annotations
@@ -97,8 +97,12 @@ class ConversationLog:
                 line = self._agent_line(msg.event_id)
                 if line is None:
                     return set()
-                # What the user actually heard before the cut; the whole reply stays in text.
-                line.update(interrupted=True, heard=msg.corrected_agent_response)
+                # What the user heard before the cut, as the server reckons it; the whole reply
+                # stays in text. The player's own report (``heard``) wins over it: the server
+                # only models when the client started playing.
+                line["interrupted"] = True
+                if line.get("played_ms") is None:
+                    line["heard"] = msg.corrected_agent_response
                 return {"transcript"}
             case wire.Interruption():
                 line = self._agent_line(msg.event_id)

@@ -239,10 +239,13 @@ function render({ model, el }) {
         if (turn.underruns) flags.push(h("span", { class: "sagelab-flag sagelab-warn", text: `${turn.underruns} underrun${turn.underruns > 1 ? "s" : ""}`, title: "the player ran dry mid-turn" }));
         return h("tr", { "data-event-id": turn.event_id, class: turn.interrupted ? "sagelab-interrupted" : "" }, [
           h("td", { class: "sagelab-turn-number", text: greeting ? "greeting" : turn.turn, title: `event_id ${turn.event_id}` }),
-          h("td", {
-            class: "sagelab-said",
-            text: greeting ? "(the agent speaks first)" : turn.user_text || (turn.kind === "text" ? "(typed)" : ""),
-          }),
+          h("td", {}, [
+            h("div", {
+              class: "sagelab-said",
+              text: greeting ? "(the agent speaks first)" : turn.user_text || (turn.kind === "text" ? "(typed)" : ""),
+              title: turn.user_text || "",
+            }),
+          ]),
           h("td", { class: "sagelab-num", text: formatMs(turn.voice_to_voice_ms), title: greeting ? "nothing to wait for: nobody spoke before it" : help.voice_to_voice_ms }),
           h("td", { class: "sagelab-stages" }, [stageBar(turn, parts, scale)]),
           h("td", { class: "sagelab-num", text: formatMs(turn.heard_ms) }),
