@@ -33,12 +33,21 @@ MIC_TURN = "user/02_get.wav"  # a demo user line; its words are in conversation.
 
 @dataclass
 class Browser:
+    """The page, a second client on its kernel, and the fake microphone's loop: its file
+    (``mic_seconds`` long) loops from wherever the device happens to be, so a recording lasts
+    two loops (``record_seconds``) to hold one whole utterance followed by its silence; a
+    fragment of another may come before it."""
+
     page: Page
     kernel: BlockingKernelClient
     mic_text: str
     mic_seconds: float
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def record_seconds(self) -> float:
+        return 2 * self.mic_seconds
 
     def kernel_json(self, expression: str) -> Any:
         """Evaluate ``expression`` in the notebook's kernel (a second client on it)."""
@@ -161,7 +170,7 @@ def test_talking_through_the_microphone(browser: Browser, artifacts: Path) -> No
         "() => document.querySelector('.sagelab-panel .sagelab-record')"
         ".textContent.includes('Stop')"
     )
-    time.sleep(browser.mic_seconds)
+    time.sleep(browser.record_seconds)
     panel.get_by_role("button", name="■ Stop").click()
 
     # The transcript shows what the microphone said, then the agent's answer (generous: on a
@@ -175,9 +184,10 @@ def test_talking_through_the_microphone(browser: Browser, artifacts: Path) -> No
         f" > {agents_before}",
         timeout=30_000,
     )
-    heard = lines(page, "user")[users_before]
+    new_lines = lines(page, "user")[users_before:]
+    heard = min(new_lines, key=lambda text: score(browser.mic_text, text).wer)
     accuracy = score(browser.mic_text, heard)
-    assert accuracy.wer <= 0.2, f"the panel shows {heard!r} for {browser.mic_text!r}"
+    assert accuracy.wer <= 0.2, f"the panel shows {new_lines!r} for {browser.mic_text!r}"
     reply = lines(page, "agent")[agents_before]
     assert reply, "the agent's reply is not shown"
 
@@ -220,7 +230,7 @@ def test_talking_through_the_microphone(browser: Browser, artifacts: Path) -> No
         " 'seconds': panel.mic.audio().size / 16000}"
     )
     assert mic["rate"] > 0 and mic["missing"] == 0
-    assert mic["seconds"] == pytest.approx(browser.mic_seconds, abs=1.0)
+    assert mic["seconds"] == pytest.approx(browser.record_seconds, abs=1.0)
 
     # Latency of the microphone turn, measured from the end of speech as sent.
     rows = browser.kernel_json("panel.turns")
@@ -363,7 +373,7 @@ def test_barge_in_is_marked_with_what_was_heard_and_turns_show_their_stages(
         timeout=60_000,
     )
     panel.get_by_role("button", name="● Record").click()
-    time.sleep(browser.mic_seconds)
+    time.sleep(browser.record_seconds)
     panel.get_by_role("button", name="■ Stop").click()
 
     cut_line = panel.locator(".sagelab-agent").nth(agents_before)
@@ -405,12 +415,11 @@ def test_barge_in_is_marked_with_what_was_heard_and_turns_show_their_stages(
 
     # The barge-in was a question: its answer comes (a tool over the demo database).
     page.wait_for_function(
-        f"() => document.querySelectorAll('.sagelab-panel .sagelab-agent').length"
-        f" > {agents_before + 1}",
-        timeout=30_000,
+        "n => [...document.querySelectorAll('.sagelab-panel .sagelab-agent .sagelab-text')]"
+        ".slice(n).some(e => e.textContent.includes('Lena Vogel'))",
+        arg=agents_before + 1,
+        timeout=60_000,
     )
-    answer = lines(page, "agent")[agents_before + 1]
-    assert "Lena Vogel" in answer, answer
 
     # Turns numbered as a person counts them; the greeting named; stage bars on answers.
     numbers = panel.locator(".sagelab-turn-number").all_text_contents()
