@@ -59,6 +59,15 @@ class ConversationLog:
             line.update(interrupted=True, heard=text, played_ms=played_ms)
             return True
 
+    def mark_cut(self, event_id: int, played_ms: float) -> bool:
+        """Mark agent turn ``event_id`` as cut after ``played_ms``, words heard not known yet."""
+        with self._lock:
+            line = self._agent_line(event_id)
+            if line is None:
+                return False
+            line.update(interrupted=True, played_ms=played_ms)
+            return True
+
     def agent_text(self, event_id: int) -> str:
         with self._lock:
             line = self._agent_line(event_id)

@@ -66,6 +66,10 @@ _USER_VOICE_HOLD_NS = 300_000_000  # "user speaking" lasts this long after a lou
 # A flushed turn whose unplayed rest is shorter than this was heard whole (the flush only
 # caught its last few milliseconds).
 _CUT_MARGIN_MS = 80.0
+# A cut turn's words are counted once its audio has stopped arriving for this long (or after
+# _SETTLE_MAX_S): the share of the words heard needs the reply's whole length.
+_SETTLED_NS = 600_000_000
+_SETTLE_MAX_S = 20.0
 
 
 def _ignore_closed(task: asyncio.Task[None]) -> None:
@@ -535,7 +539,9 @@ class ConversationPanel(anywidget.AnyWidget):
                 runner.loop.call_soon_threadsafe(self._turn_cut, event)
 
     def _turn_cut(self, event: PlayerEvent) -> None:
-        """Playback of a turn was stopped: mark what was heard of it, and tell the server."""
+        """Playback of a turn was stopped: mark it at once, then, once the turn's audio has
+        stopped arriving (a server streams replies in real time and keeps sending after a
+        local Interrupt), mark the words heard and tell the server."""
         session, event_id = self._session, event.event_id
         played = _finite(event.data.get("played_ms"))
         if session is None or event_id is None or played is None:
@@ -543,23 +549,38 @@ class ConversationPanel(anywidget.AnyWidget):
         if event_id in self._cut_turns:
             return  # a second view of the panel reported the same cut
         self._cut_turns.add(event_id)
-        received = sum(
-            float(e.data.get("duration_s", 0.0)) * 1000
-            for e in session.timeline.of_type("audio")
-            if e.event_id == event_id
+        task = asyncio.get_running_loop().create_task(
+            self._settle_cut(session, event_id, played, _finite(event.data.get("received_ms")))
         )
-        received = max(received, _finite(event.data.get("received_ms")) or 0.0)
-        if received - played < _CUT_MARGIN_MS:
+        task.add_done_callback(_ignore_closed)
+        self._tasks.append(task)
+
+    def _turn_audio_ms(self, session: Session, event_id: int) -> tuple[float, int]:
+        """Audio of turn ``event_id`` received so far (ms), and when its last chunk came."""
+        chunks = [e for e in session.timeline.of_type("audio") if e.event_id == event_id]
+        total = sum(float(e.data.get("duration_s", 0.0)) for e in chunks) * 1000
+        return total, max((e.t_ns for e in chunks), default=0)
+
+    async def _settle_cut(
+        self, session: Session, event_id: int, played: float, reported: float | None
+    ) -> None:
+        received, _ = self._turn_audio_ms(session, event_id)
+        if max(received, reported or 0.0) - played < _CUT_MARGIN_MS:
             return  # everything had been played
+        self._log.mark_cut(event_id, played)
+        self._sync({"transcript"})
+        deadline = time.monotonic() + _SETTLE_MAX_S
+        while time.monotonic() < deadline:
+            received, last_ns = self._turn_audio_ms(session, event_id)
+            if time.monotonic_ns() - last_ns > _SETTLED_NS:
+                break
+            await asyncio.sleep(0.1)
+        received = max(received, reported or 0.0)
         heard = heard_words(self._log.agent_text(event_id), played, received)
         if self._log.heard(event_id, heard, played):
             self._sync({"transcript"})
         if self._tells_server(session):
-            task = asyncio.get_running_loop().create_task(
-                session.send_heard(event_id, played, heard)
-            )
-            task.add_done_callback(_ignore_closed)
-            self._tasks.append(task)
+            await session.send_heard(event_id, played, heard)
 
     def _tells_server(self, session: Session) -> bool:
         """Only sagelab servers know ``internal_sagelab_heard``; they are the ones asked for
