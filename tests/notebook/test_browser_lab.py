@@ -66,10 +66,10 @@ def test_the_lab_comparison_is_readable_at_the_default_width(
         for text in ("A: full access", "update_record"):
             table = page.locator(".jp-OutputArea-output table", has_text=text).first
             overflow = table.evaluate(
-                "t => { const box = t.closest('.jp-OutputArea-output');"
-                " return box.scrollWidth - box.clientWidth; }"
+                "t => t.getBoundingClientRect().right"
+                " - t.closest('.jp-Cell').getBoundingClientRect().right"
             )
-            assert overflow <= 1, f"the table with {text!r} scrolls sideways by {overflow} px"
+            assert overflow <= 1, f"the table with {text!r} runs {overflow} px past its cell"
         # The two timelines, one under the other, each as wide as the notebook's cells.
         cell = page.locator(".jp-CodeCell", has_text="one time scale for both")
         images = cell.locator(".jp-OutputArea-output img")

@@ -241,11 +241,13 @@ def turn_audio(timeline: Timeline, event_id: int) -> tuple[np.ndarray, np.ndarra
 
 
 def rounded(table: pd.DataFrame) -> pd.DataFrame:
-    """For display: millisecond columns (``*_ms``) as whole numbers (missing stays missing),
-    other float columns to three decimals. The data behind it is untouched (save that)."""
+    """For display: millisecond columns (named ``…_ms`` or ``… ms``) as whole numbers (missing
+    stays missing), other float columns to three decimals. The data behind it is untouched
+    (save that)."""
     out = table.copy()
     for col in out.columns:
-        if str(col).endswith("_ms") and pd.api.types.is_numeric_dtype(out[col]):
+        is_ms = str(col).endswith(("_ms", " ms"))
+        if is_ms and pd.api.types.is_numeric_dtype(out[col]):
             out[col] = pd.to_numeric(out[col], errors="coerce").round(0).astype("Int64")
         elif pd.api.types.is_float_dtype(out[col]):
             out[col] = out[col].round(3)
