@@ -79,9 +79,14 @@ def test_the_lab_comparison_is_readable_at_the_default_width(
         tops = images.evaluate_all("els => els.map(e => e.getBoundingClientRect().top)")
         assert tops[1] > tops[0]
 
-        # The comparison as a user sees it: JupyterLab's default layout, file browser open.
+        # The comparison as laid out in JupyterLab's default layout (file browser open).
         compare = page.locator(".jp-CodeCell", has_text="comparison = pd.DataFrame(rows)")
-        compare.locator(".jp-OutputArea-output").last.scroll_into_view_if_needed()
+        compare.locator(".jp-OutputArea").evaluate(
+            "out => { const pane = out.closest('.jp-WindowedPanel-outer') || out.parentElement;"
+            " pane.scrollTop += out.getBoundingClientRect().top"
+            " - pane.getBoundingClientRect().top - 8; }"
+        )
+        time.sleep(0.5)
         page.screenshot(path=str(artifacts / "notebook-04-comparison.png"))
         cell.scroll_into_view_if_needed()
         cell.locator(".jp-OutputArea").screenshot(path=str(artifacts / "notebook-04-timelines.png"))
