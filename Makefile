@@ -34,11 +34,12 @@ demo: install
 serve: install
 	$(BIN)/sagelab serve
 
-# JupyterLab opened on notebooks/ (01 conversation, 02 latency and accuracy, 03 load test, 04
-# prompt and tool lab; all offline). The root is the repository, so the notebooks' links to the
-# README work and the figures they save in runs/ can be opened beside them.
+# JupyterLab on the notebooks shipped in the package (01 conversation, 02 latency and accuracy,
+# 03 load test, 04 prompt and tool lab; all offline), edited in place: their results go to
+# runs/ here, never into the package, and the suite fails on a notebook saved with outputs
+# (clear them before committing). Users get their own copy with `sagelab notebooks DIR`.
 lab: install
-	$(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks \
+	SAGELAB_RUNS=$(CURDIR)/runs $(BIN)/jupyter lab --ServerApp.root_dir=src/sagelab/notebooks \
 		$(if $(SUDO),,--allow-root)
 
 $(CHROMIUM):

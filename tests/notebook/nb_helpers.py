@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sagelab.notebook.workbench import copy_notebooks
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,8 +32,12 @@ class Lab:
 
 
 def scratch_notebooks(root: Path) -> Path:
-    """``root`` with a copy of ``notebooks/`` and ``data`` linked in, as the notebooks expect."""
-    shutil.copytree(REPO / "notebooks", root / "notebooks")
-    (root / "data").symlink_to(REPO / "data")
-    (root / "runs").mkdir()
+    """``root`` with the package's notebooks copied into ``root/notebooks`` the way a user gets
+    them (``sagelab notebooks DIR``); they write their results to ``root/notebooks/runs``."""
+    copy_notebooks(root / "notebooks")
     return root
+
+
+def runs_of(root: Path) -> Path:
+    """Where notebooks copied by ``scratch_notebooks`` write their results."""
+    return root / "notebooks" / "runs"

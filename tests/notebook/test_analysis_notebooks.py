@@ -3,23 +3,26 @@
 with pandas), the figures they draw (PNG outputs of the cells that draw them) and what they
 print.
 
-Each notebook writes its results under ``runs/`` of a scratch copy of the repository
-(``scratch_notebooks``), so the files checked are the ones this run produced.
+Each notebook runs in a scratch copy made the way a user makes one (``sagelab notebooks DIR``)
+and writes its results under ``runs/`` beside it, so the files checked are the ones this run
+produced.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from pathlib import Path
 
 import nbformat
 import pandas as pd
 import pytest
-from nb_helpers import REPO, scratch_notebooks
+from nb_helpers import runs_of, scratch_notebooks
 from nbclient import NotebookClient
 
 from sagelab.metrics.accuracy import score
+from sagelab.notebook.workbench import notebooks_dir
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -69,14 +72,22 @@ def assert_draws(nb: nbformat.NotebookNode, *cell_ids: str) -> None:
 
 
 def only_run_dir(root: Path, prefix: str) -> Path:
-    [run_dir] = list((root / "runs").glob(f"{prefix}-*"))
+    [run_dir] = list(runs_of(root).glob(f"{prefix}-*"))
     return run_dir
+
+
+def final_text(nb: nbformat.NotebookNode, cell_id: str) -> str:
+    """The text a cell shows at the end, display updates applied (nbclient applies them)."""
+    return "".join(
+        o.get("data", {}).get("text/plain", "") + o.get("text", "")
+        for o in cell(nb, cell_id).outputs
+    )
 
 
 def test_every_notebook_is_run_by_a_test() -> None:
     from test_notebooks import ANALYSIS_NOTEBOOKS, NOTEBOOKS
 
-    on_disk = {p.name for p in (REPO / "notebooks").glob("*.ipynb")}
+    on_disk = {p.name for p in notebooks_dir().glob("*.ipynb")}
     assert on_disk == set(NOTEBOOKS) | ANALYSIS_NOTEBOOKS
     assert on_disk >= ANALYSIS_NOTEBOOKS  # none of them was renamed away
 
@@ -141,6 +152,20 @@ def test_latency_accuracy(
     assert headline["wer"] <= 0.34  # short, clean recordings; Whisper tiny.en gets them
     assert (run_dir / "timelines" / "run-1" / "timeline.jsonl").stat().st_size > 0
 
+    # Progress: the line under the set-up cell (where Run All leaves the page) was updated by
+    # the cells below it, up to the end of the run.
+    assert "02 latency, stutter, accuracy: done" in final_text(nb, "setup")
+    # Where each turn's time went: the breakdown saved whole, its stages adding up.
+    breakdown = pd.read_csv(run_dir / "turn_breakdown.csv")
+    spoken = breakdown[breakdown["kind"] == "speech"]
+    assert list(spoken["turn"]) == [1, 2]
+    parts = ["endpointing_ms", "stt_ms", "brain_ms", "tool_ms", "tts_ms", "network_ms"]
+    assert (spoken[parts].sum(axis=1) >= spoken["voice_to_voice_ms"] - 1).all()
+    assert_draws(nb, "stages-plot")
+    # The table shown is trimmed to its key columns, in whole milliseconds.
+    shown = cell(nb, "run-conversations").outputs[-1]["data"]["text/plain"]
+    assert "user_speech_end_ns" not in shown and ".0" not in shown.split("\n")[2]
+
 
 def test_load_test(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     nb, root = run_notebook(
@@ -164,6 +189,7 @@ def test_load_test(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert per_user["first_audio_p50_ms"].notna().all()
     # The per-user replies add up to the summary's count, both read from the same raw logs.
     assert per_user["replies"].sum() == summary["metrics"]["first_audio"]["n"]
+    assert "03 load test, 3 users: done: 3 sessions" in final_text(nb, "setup")
 
 
 def test_prompt_tool_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -206,6 +232,29 @@ def test_prompt_tool_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
     steps = pd.read_csv(run_dir / "steps.csv", header=[0, 1], index_col=0)
     assert set(steps.columns.get_level_values(0)) == set(comparison.index)
-    html = [o for o in cell(nb, "timelines").outputs if "text/html" in o.get("data", {})]
-    assert html and html[0]["data"]["text/html"].count("data:image/png;base64,") == 2
+    # The two timelines one under the other, each a full-width figure.
+    assert_draws(nb, "timelines")
+    figures = [o for o in cell(nb, "timelines").outputs if "image/png" in o.get("data", {})]
+    assert len(figures) == 2
     assert (run_dir / "timeline-a.png").is_file() and (run_dir / "timeline-b.png").is_file()
+    # Each run had its own database: A's update is in A's copy only.
+    databases = ["accounts-lab-1-1.sqlite3", "accounts-lab-2-1.sqlite3"]
+    assert sorted(comparison["database"]) == databases
+    status = {
+        db: sqlite3.connect(run_dir / db)
+        .execute("SELECT status FROM records WHERE id = 5")
+        .fetchone()[0]
+        for db in comparison["database"]
+    }
+    assert status["accounts-lab-1-1.sqlite3"] == "paused"
+    assert status["accounts-lab-2-1.sqlite3"] != "paused"
+    # The expected refusal is a verdict in a table, not a warning on stderr.
+    stderr = [
+        o.get("text", "")
+        for c in nb.cells
+        for o in c.get("outputs", [])
+        if o.output_type == "stream" and o.name == "stderr"
+    ]
+    assert stderr == []
+    verdicts = cell(nb, "run").outputs[-1]["data"]["text/plain"]
+    assert "tool update_record" in verdicts

@@ -21,23 +21,33 @@ import pytest
 import yaml
 from jupyter_client import BlockingKernelClient
 from nb_helpers import REPO, Lab
-from playwright.sync_api import ConsoleMessage, Page, sync_playwright
+from playwright.sync_api import ConsoleMessage, Locator, Page, sync_playwright
 
 from sagelab.audio import load_audio, save_wav, silence
 from sagelab.metrics.accuracy import score
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.browser]
 
 MIC_TURN = "user/02_get.wav"  # a demo user line; its words are in conversation.yaml
 
 
 @dataclass
 class Browser:
+    """The page, a second client on its kernel, and what the fake microphone plays."""
+
     page: Page
     kernel: BlockingKernelClient
     mic_text: str
-    mic_seconds: float
+    mic_seconds: float  # the fake microphone's loop: 0.3 s silence, the utterance, 2 s silence
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def record_seconds(self) -> float:
+        """A recording started 0.4 s into the loop's closing silence: 1.6 s of it, 0.3 s, the
+        utterance, then 1.5 s of its closing silence (the next utterance is 0.8 s further on),
+        enough for the agent to hear the turn end."""
+        return self.mic_seconds + 1.0
 
     def kernel_json(self, expression: str) -> Any:
         """Evaluate ``expression`` in the notebook's kernel (a second client on it)."""
@@ -61,10 +71,52 @@ def mic_recording(directory: Path) -> tuple[Path, str, float]:
     script = yaml.safe_load((REPO / "data" / "demo" / "conversation.yaml").read_text())
     text = next(t["text"] for t in script["turns"] if t["audio"] == MIC_TURN)
     pcm = load_audio(REPO / "data" / "demo" / MIC_TURN)
-    padded = np.concatenate([silence(300), pcm, silence(1000)])
+    padded = np.concatenate([silence(300), pcm, silence(2000)])
     path = directory / "microphone.wav"
     save_wav(path, padded, 16_000)
     return path, text, padded.size / 16_000
+
+
+# The fake device loops its file from wherever it happens to be. The page holds it open from
+# the start (Chromium's fake device opens with a second or so of generated tones before the
+# file plays) and watches its level, so a test can start recording at a known point of the loop.
+WATCH_MIC = """async () => {
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+    const context = new AudioContext();
+    const analyser = context.createAnalyser();
+    analyser.fftSize = 1024;
+    context.createMediaStreamSource(stream).connect(analyser);
+    const data = new Float32Array(analyser.fftSize);
+    window.__sagelabMic = { stream, context };
+    window.__sagelabMicLevel = () => {
+        analyser.getFloatTimeDomainData(data);
+        let sum = 0;
+        for (const v of data) sum += v * v;
+        return Math.sqrt(sum / data.length);
+    };
+}"""
+MIC_MOMENT = """(moment) => new Promise((resolve) => {
+    let loud = false, quietSince = null;
+    const tick = () => {
+        const level = window.__sagelabMicLevel(), now = performance.now();
+        if (level > 0.01) {
+            if (moment === "speaking") return resolve(now);
+            loud = true;
+            quietSince = null;
+        } else if (loud) {
+            quietSince = quietSince ?? now;
+            if (now - quietSince > 400) return resolve(now);
+        }
+        setTimeout(tick, 10);
+    };
+    tick();
+})"""
+
+
+def mic_moment(page: Page, moment: str) -> None:
+    """Wait until the fake microphone starts speaking (``speaking``) or has just finished an
+    utterance (``pause``: 400 ms of silence after speech)."""
+    page.evaluate(MIC_MOMENT, moment)
 
 
 def kernel_idle(page: Page) -> bool:
@@ -90,16 +142,20 @@ def browser(
                 "--use-fake-device-for-media-stream",
                 "--use-fake-ui-for-media-stream",
                 f"--use-file-for-fake-audio-capture={wav}",
+                "--autoplay-policy=no-user-gesture-required",  # replays start without a wait
             ],
         )
         context = chrome.new_context(viewport={"width": 1280, "height": 1100})
         context.grant_permissions(["microphone"], origin=jupyter_lab.url)
         page = context.new_page()
         errors: list[str] = []
+        warnings: list[str] = []
 
         def on_console(msg: ConsoleMessage) -> None:
             if msg.type == "error":
                 errors.append(f"console: {msg.text}")
+            elif msg.type == "warning":
+                warnings.append(msg.text)
 
         page.on("console", on_console)
         page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
@@ -114,15 +170,20 @@ def browser(
             time.sleep(0.2)
         # A real click first: browsers play sound only in pages the user has interacted with.
         page.locator(".jp-Notebook .jp-Cell").first.click()
+        # Chromium's fake capture device opens with a second or so of generated tones before
+        # it plays the file: open it once now (held for the whole test, as an app holding the
+        # microphone would) so every recording below hears the speech file.
+        page.evaluate(WATCH_MIC)
+        time.sleep(2.0)
         page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-        page.wait_for_selector("text=saved to runs/", timeout=120_000)
+        page.wait_for_selector(".jp-OutputArea-output >> text=saved to ", timeout=120_000)
 
         connection = jupyter_lab.kernel_connection_files()[-1]
         kernel = BlockingKernelClient(connection_file=str(connection))
         kernel.load_connection_file()
         kernel.start_channels()
         try:
-            yield Browser(page, kernel, text, seconds, errors)
+            yield Browser(page, kernel, text, seconds, errors, warnings)
         finally:
             kernel.stop_channels()
             chrome.close()
@@ -143,18 +204,22 @@ def test_talking_through_the_microphone(browser: Browser, artifacts: Path) -> No
     # Run All sent a recording already: its turn is on screen, answered.
     assert users_before >= 1 and agents_before >= 2
 
+    # From just after the fake microphone's utterance: the recording holds the rest of its
+    # silence, the whole utterance and a second of silence after it, then stops.
+    mic_moment(page, "pause")
     panel.get_by_role("button", name="● Record").click()
     page.wait_for_function(
         "() => document.querySelector('.sagelab-panel .sagelab-record')"
         ".textContent.includes('Stop')"
     )
-    time.sleep(browser.mic_seconds)
+    time.sleep(browser.record_seconds)
     panel.get_by_role("button", name="■ Stop").click()
 
-    # The transcript shows what the microphone said, then the agent's answer.
+    # The transcript shows what the microphone said, then the agent's answer (generous: on a
+    # machine shared with other work, speech-to-text can take a while).
     page.wait_for_function(
         f"() => document.querySelectorAll('.sagelab-panel .sagelab-user').length > {users_before}",
-        timeout=30_000,
+        timeout=90_000,
     )
     page.wait_for_function(
         f"() => document.querySelectorAll('.sagelab-panel .sagelab-agent').length"
@@ -206,7 +271,7 @@ def test_talking_through_the_microphone(browser: Browser, artifacts: Path) -> No
         " 'seconds': panel.mic.audio().size / 16000}"
     )
     assert mic["rate"] > 0 and mic["missing"] == 0
-    assert mic["seconds"] == pytest.approx(browser.mic_seconds, abs=1.0)
+    assert mic["seconds"] == pytest.approx(browser.record_seconds, abs=1.0)
 
     # Latency of the microphone turn, measured from the end of speech as sent.
     rows = browser.kernel_json("panel.turns")
@@ -262,11 +327,14 @@ def test_mic_recorder_resamples_a_native_rate_capture(browser: Browser) -> None:
     )
     widget = page.locator(".sagelab-mic").last
     widget.wait_for(timeout=30_000)
+    mic_moment(page, "speaking")
+    started = time.monotonic()  # the recording lies within these two instants
     widget.get_by_role("button", name="● Record").click()
     widget.get_by_role("button", name="■ Stop").wait_for(timeout=10_000)
     time.sleep(2.0)
     widget.get_by_role("button", name="■ Stop").click()
     widget.get_by_role("button", name="● Record").wait_for(timeout=10_000)
+    clicked_s = time.monotonic() - started
     deadline = time.monotonic() + 15
     while True:
         got = browser.kernel_json(
@@ -284,7 +352,9 @@ def test_mic_recorder_resamples_a_native_rate_capture(browser: Browser) -> None:
     assert got["rate"] > 16_000  # captured at the device's rate, resampled in the worklet
     assert got["missing"] == 0
     assert got["sizes"][-1] == 800  # 50 ms chunks at 16 kHz (the last one may be shorter)
-    assert got["seconds"] == pytest.approx(2.0, abs=0.5)
+    # About the two seconds between the clicks; on a loaded machine the clicks themselves take
+    # longer, so the bound above is the time from pressing Record to seeing Stop take effect.
+    assert 1.5 <= got["seconds"] <= clicked_s + 0.2, (got["seconds"], clicked_s)
     assert got["dbfs"] > -45  # the fake microphone's speech, not silence
     assert browser.errors == []
 
@@ -309,3 +379,144 @@ def test_audio_player_plays_a_clip_and_reports_it(browser: Browser) -> None:
     assert end["rms_max"] > 0.01 and not end["flushed"]
     assert browser.kernel_json("player.report()")["underruns"] == 0
     assert browser.errors == []
+
+
+def panel_row(page: Page, event_id: int) -> Locator:
+    return page.locator(f".sagelab-panel tbody tr[data-event-id='{event_id}']")
+
+
+def wait_kernel(browser: Browser, expression: str, timeout: float = 30.0) -> Any:
+    """Poll ``expression`` in the kernel until it is truthy; returns its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = browser.kernel_json(expression)
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"never true: {expression}"
+        time.sleep(0.3)
+
+
+def test_an_interrupted_reply_is_marked_with_what_was_heard_and_turns_show_their_stages(
+    browser: Browser, artifacts: Path
+) -> None:
+    """A reply cut by the Interrupt button: the transcript strikes out what was not heard (as
+    the browser's player reports it), the Turns table flags it, and the server is told how much
+    was played, which ConvAI alone cannot say. Turns are numbered from 1 after the greeting and
+    each answered turn has its stage bar."""
+    page = browser.page
+    panel = page.locator(".sagelab-panel")
+    agents_before = len(lines(page, "agent"))
+    # The longest answer audio-sage gives (a record read out, about six seconds), cut a second
+    # after it starts.
+    question = "DATA / 'demo' / 'user' / '02_get.wav'"
+    run_new_cell(page, f"_ = panel.send_recording({question}, wait=False)")
+    page.wait_for_function(
+        "() => document.querySelectorAll('.sagelab-panel .sagelab-agent').length"
+        f" > {agents_before}",
+        timeout=60_000,
+    )
+    page.wait_for_function(
+        "() => document.querySelector('.sagelab-panel .sagelab-status').textContent"
+        " === 'agent speaking'",
+        timeout=30_000,
+    )
+    time.sleep(1.0)
+    panel.get_by_role("button", name="Interrupt").click()
+
+    cut_line = panel.locator(".sagelab-agent").nth(agents_before)
+    # "after N s" once the browser's player has reported how much it played.
+    page.wait_for_function(
+        "n => { const tag = document.querySelectorAll('.sagelab-panel .sagelab-agent')[n]"
+        ".querySelector('.sagelab-tag'); return tag && tag.textContent.includes('after'); }",
+        arg=agents_before,
+        timeout=60_000,
+    )
+    # The words heard, once the reply's audio has stopped arriving (the server streams it in
+    # real time and, told nothing by ConvAI itself, keeps sending after a local Interrupt).
+    cut_line.locator(".sagelab-unheard").wait_for(timeout=30_000)
+    turn = int(cut_line.get_attribute("data-event-id") or 0)
+    tag = cut_line.locator(".sagelab-tag").text_content() or ""
+    assert tag.startswith("interrupted after ")
+    heard = (cut_line.locator(".sagelab-heard").text_content() or "").strip()
+    unheard = (cut_line.locator(".sagelab-unheard").text_content() or "").strip()
+    assert unheard, "nothing of the cut reply is struck out"
+    full = (cut_line.locator(".sagelab-text").text_content() or "").strip()
+    assert full.startswith(heard) and len(heard) < len(full)
+    # The Turns table flags it; the kernel told the server what the player really played.
+    panel_row(page, turn).locator(".sagelab-cut").wait_for(timeout=15_000)
+    told = wait_kernel(
+        browser,
+        f"[dict(e.data) for e in panel.timeline.of_type('internal_sagelab_heard')"
+        f" if e.event_id == {turn}]",
+    )[0]
+    received_ms = browser.kernel_json(
+        f"1000 * sum(e.data['duration_s'] for e in panel.timeline.of_type('audio')"
+        f" if e.event_id == {turn})"
+    )
+    assert 500 < told["played_ms"] < received_ms
+    assert told["text"] == heard
+
+    # Turns numbered as a person counts them; the greeting named; stage bars on answers.
+    numbers = panel.locator(".sagelab-turn-number").all_text_contents()
+    assert numbers[0] == "greeting"
+    assert numbers[1:] == [str(k) for k in range(1, len(numbers))]
+    bar = panel_row(page, turn).locator(".sagelab-stagebar")
+    parts = bar.locator(".sagelab-stage").evaluate_all("els => els.map(e => e.dataset.part)")
+    assert {"endpointing", "stt", "tts"} <= set(parts)
+    assert "endpointing" in (bar.get_attribute("title") or "")
+    assert panel.locator(".sagelab-legend-item").count() == 6
+    headers = panel.locator("thead th[title]").evaluate_all("els => els.map(e => e.title)")
+    assert any("end of your speech" in h for h in headers)
+
+    time.sleep(1.5)  # the answer plays on: the screenshot shows a live conversation
+    panel.screenshot(path=str(artifacts / "notebook-panel.png"))
+    assert browser.errors == []
+
+
+def test_a_turn_can_be_heard_again_and_downloaded(browser: Browser) -> None:
+    page = browser.page
+    panel = page.locator(".sagelab-panel")
+    rows = browser.kernel_json("[r for r in panel.turns if r['kind'] == 'speech']")
+    first = rows[0]
+    row = panel_row(page, first["event_id"])
+    row.locator(".sagelab-replay[data-side='user']").click()
+    audio = panel.locator(".sagelab-clip audio[data-side='user']")
+    audio.wait_for(timeout=15_000)
+    page.wait_for_function(
+        "() => { const a = document.querySelector('.sagelab-clip audio');"
+        " return a && a.readyState >= 1 && a.currentTime > 0.2; }",
+        timeout=15_000,
+    )
+    seconds = audio.evaluate("a => a.duration")
+    assert seconds > 1.0  # the user's question, as sent
+    link = panel.locator(".sagelab-clip a[download]")
+    assert (link.get_attribute("download") or "").endswith("-user.wav")
+    assert (link.get_attribute("href") or "").startswith("blob:")
+
+    row.locator(".sagelab-replay[data-side='agent']").click()
+    panel.locator(".sagelab-clip audio[data-side='agent']").wait_for(timeout=15_000)
+    page.wait_for_function(
+        "() => { const a = document.querySelector('.sagelab-clip audio');"
+        " return a && a.dataset.side === 'agent' && a.currentTime > 0.2; }",
+        timeout=15_000,
+    )
+    agent_s = panel.locator(".sagelab-clip audio").evaluate("a => a.duration")
+    received_s = browser.kernel_json(
+        f"sum(e.data['duration_s'] for e in panel.timeline.of_type('audio')"
+        f" if e.event_id == {first['event_id']} and not e.data.get('stale'))"
+    )
+    assert agent_s == pytest.approx(received_s, abs=0.05)
+    assert browser.errors == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs the server to send internal_sagelab_tool_call (sagelab extension); "
+    "remove this mark once it does",
+)
+def test_a_server_tools_parameters_and_result_are_shown(browser: Browser) -> None:
+    page = browser.page
+    row = page.locator(".sagelab-panel tr", has_text="search_records").first
+    parameters = row.locator(".sagelab-tool-parameters").text_content() or ""
+    assert '"query"' in parameters and "oslo" in parameters.lower()
+    assert "Anna Berg" in (row.locator("td").nth(2).text_content() or "")

@@ -248,12 +248,62 @@ def test_conversation_log_builds_transcript_and_tool_calls() -> None:
     transcript, tools = log.snapshot()
     assert [(r["role"], r["text"]) for r in transcript] == [
         ("user", "find Oslo"),
-        ("agent", "Two accounts"),
+        ("agent", "Two accounts in Oslo and one more."),  # the whole reply stays
     ]
     assert transcript[1]["interrupted"] is True
+    assert transcript[1]["heard"] == "Two accounts"  # and what was heard of it
     assert tools[0]["parameters"] == '{"city": "<b>Oslo</b>"}'  # kept as text, shown as text
     assert tools[0]["status"] == "ok" and len(tools[0]["result"]) == 400
     assert tools[1]["status"] == "error" and tools[1]["kind"] == "webhook"
+
+
+def test_the_players_report_of_a_cut_replaces_the_servers_guess() -> None:
+    log = ConversationLog()
+    log.apply(wire.AgentResponse(agent_response="one two three four", event_id=5))
+    log.apply(wire.Interruption(event_id=5))
+    log.apply(
+        wire.AgentResponseCorrection(
+            original_agent_response="one two three four",
+            corrected_agent_response="one",
+            event_id=5,
+        )
+    )
+    assert log.heard(5, "one two", 1500.0)
+    late = wire.AgentResponseCorrection(
+        original_agent_response="one two three four", corrected_agent_response="one", event_id=5
+    )
+    log.apply(late)  # a server's guess arriving after the player's report does not undo it
+    line = log.snapshot()[0][0]
+    assert (line["text"], line["heard"], line["played_ms"]) == (
+        "one two three four",
+        "one two",
+        1500.0,
+    )
+    assert not log.heard(99, "x", 1.0)  # no such turn: nothing marked
+
+
+def test_server_tool_parameters_and_result_come_from_the_sagelab_event() -> None:
+    log = ConversationLog()
+    log.apply(
+        wire.AgentToolRequest(
+            tool_name="search_records", tool_call_id="s1", tool_type="webhook", event_id=4
+        )
+    )
+    assert log.snapshot()[1][0]["parameters"] == ""  # the protocol's own event has none
+    event = wire.SagelabToolCall(
+        event_id=4,
+        tool_call_id="s1",
+        tool_name="search_records",
+        parameters={"query": "oslo"},
+        result={"count": 2, "records": ["Anna Berg"]},
+        is_error=False,
+    )
+    assert log.apply(event.to_message()) == {"tool_calls"}
+    call = log.snapshot()[1][0]
+    assert call["parameters"] == '{"query": "oslo"}'
+    assert "Anna Berg" in call["result"] and call["status"] == "ok"
+    broken = wire.sagelab_event(wire.SagelabToolCall.type, {"tool_name": "x"})
+    assert log.apply(broken) == set()  # a malformed extension event changes nothing
 
 
 def test_panel_refuses_an_empty_agent() -> None:

@@ -8,16 +8,17 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nb_helpers import REPO, scratch_notebooks
+from nb_helpers import runs_of, scratch_notebooks
 from nbclient import NotebookClient
 
 from sagelab.metrics.accuracy import score
+from sagelab.notebook.workbench import notebooks_dir
 
 pytestmark = pytest.mark.timeout(300)
 # These run with their work shrunk (SAGELAB_NB_* parameters) in test_analysis_notebooks.py.
 ANALYSIS_NOTEBOOKS = {"02_latency_accuracy.ipynb", "03_load_test.ipynb", "04_prompt_tool_lab.ipynb"}
 NOTEBOOKS = sorted(
-    p.name for p in (REPO / "notebooks").glob("*.ipynb") if p.name not in ANALYSIS_NOTEBOOKS
+    p.name for p in notebooks_dir().glob("*.ipynb") if p.name not in ANALYSIS_NOTEBOOKS
 )
 
 
@@ -56,8 +57,11 @@ def check_conversation(out: str, root: Path) -> None:
     assert "Anna Berg" in printed["agent"]  # the answer came from the tool over the database
     assert "('search_records', 'ok')" in printed["tools"]
     assert "voice_to_voice_ms" in out  # the latency table
-    saved = next(root.glob("runs/notebook-*/timeline.jsonl"))
-    assert saved.stat().st_size > 0
+    [run] = runs_of(root).glob("notebook-*")
+    assert (run / "timeline.jsonl").stat().st_size > 0
+    assert {"user.wav", "agent.wav", "turns.csv", "turn_breakdown.csv"} <= {
+        p.name for p in run.iterdir()
+    }
 
 
 KEY_OUTPUTS = {"01_conversation.ipynb": check_conversation}

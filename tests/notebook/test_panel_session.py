@@ -13,7 +13,7 @@ import pytest
 from ipywebrtc import AudioRecorder
 from nb_helpers import REPO
 
-from sagelab.audio import encode_webm_opus, load_audio, silence
+from sagelab.audio import encode_webm_opus, load_audio, silence, speech_bounds
 from sagelab.notebook import ConversationPanel, attach_recorder
 from sagelab.notebook.messages import pcm_to_buffer
 from sagelab.server.app import SagelabServer
@@ -120,3 +120,65 @@ def test_ipywebrtc_recordings_become_user_turns(panel: ConversationPanel) -> Non
     assert reply.startswith("I heard you")
     assert panel.transcript[-2]["text"].startswith("(speech")
     detach()
+
+
+def test_a_cut_reply_is_marked_with_what_was_heard_and_the_server_is_told(
+    panel: ConversationPanel,
+) -> None:
+    panel.wait_for_reply()
+    panel.send_recording(GOFORWARD)
+    reply = panel.wait_for_reply()
+    turn = next(line["event_id"] for line in reversed(panel.transcript) if line["role"] == "agent")
+    received_ms = 1000 * sum(
+        e.data["duration_s"] for e in panel.timeline.of_type("audio") if e.event_id == turn
+    )
+    # What the browser's player reports when Interrupt stopped it 40 % into the reply.
+    played_ms = round(received_ms * 0.4)
+    report = {"kind": "end", "event_id": turn, "b_ms": 1.0, "played_ms": played_ms}
+    report |= {"received_ms": received_ms, "flushed": True, "rms_max": 0.2}
+    panel._on_view_message(None, {"type": "player", "events": [report]}, [])
+    panel.player.release_pending()  # no browser answered the clock pings
+    deadline = time.monotonic() + 10
+    while not panel.timeline.of_type("internal_sagelab_heard"):
+        assert time.monotonic() < deadline, "the server was never told what was heard"
+        time.sleep(0.05)
+    sent = panel.timeline.of_type("internal_sagelab_heard")[0]
+    words = reply.split()
+    expected = " ".join(words[: int(len(words) * 0.4)])
+    assert sent.direction == "send" and sent.event_id == turn
+    assert sent.data["played_ms"] == played_ms and sent.data["text"] == expected
+    line = next(x for x in panel.transcript if x["role"] == "agent" and x["event_id"] == turn)
+    assert line["interrupted"] and line["heard"] == expected and line["text"] == reply
+    panel._refresh_turns()
+    row = next(r for r in panel.turns if r["event_id"] == turn)
+    assert row["interrupted"] and row["heard_text"] == expected and row["turn"] == 1
+    assert panel.turns[0]["kind"] == "greeting" and panel.turns[0]["turn"] == 0
+
+
+def test_save_writes_the_session_where_asked_and_replay_sends_a_wav(
+    panel: ConversationPanel, tmp_path: Any
+) -> None:
+    panel.wait_for_reply()
+    panel.send_recording(GOFORWARD)
+    panel.wait_for_reply()
+    sent: list[tuple[dict[str, Any], list[Any]]] = []
+    panel.send = lambda content, buffers=None: sent.append((content, buffers or []))  # type: ignore[method-assign]
+    turn = panel.turns[-1]["event_id"]
+    panel._on_view_message(None, {"type": "action", "action": "replay", "event_id": turn,
+                                  "side": "user"}, [])  # fmt: skip
+    panel._on_view_message(None, {"type": "action", "action": "replay", "event_id": turn,
+                                  "side": "agent"}, [])  # fmt: skip
+    clips = [(c, b) for c, b in sent if c.get("type") == "clip"]
+    assert [c["side"] for c, _ in clips] == ["user", "agent"], panel.error
+    for content, buffers in clips:
+        assert bytes(buffers[0][:4]) == b"RIFF" and content["seconds"] > 0.5
+    user_s = clips[0][0]["seconds"]
+    start, end = speech_bounds(load_audio(GOFORWARD)) or (0, 0)
+    speech_s = (end - start) / 16_000  # the clip: the speech, with a little before and after
+    assert speech_s - 0.1 <= user_s <= speech_s + 0.6
+    folder = panel.save(tmp_path / "mine")
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "agent.wav", "timeline.jsonl", "tool_calls.csv", "turn_breakdown.csv", "turns.csv",
+        "user.wav",
+    ]  # fmt: skip
+    assert panel.saved_to == str(folder)

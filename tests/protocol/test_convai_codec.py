@@ -136,6 +136,9 @@ CLIENT_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
         file=opt(st.builds(c.FileInput, file_id=text)),
         files=opt(st.lists(st.builds(c.FileInput, file_id=text), max_size=3)),
     ),
+    c.SagelabHeard: st.builds(
+        c.SagelabHeard, event_id=ints, played_ms=st.integers(0, 10**6), text=opt(text)
+    ),
 }
 
 KNOWN_SERVER_TYPES = {m.type for m in get_args(c.ServerMessage) if m is not c.UnknownServerMessage}

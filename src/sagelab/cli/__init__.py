@@ -14,7 +14,7 @@ import sys
 
 import typer
 
-from sagelab.cli import bench, demo, keys, loadtest, serve, soak, tools
+from sagelab.cli import bench, demo, keys, loadtest, notebooks, serve, soak, tools
 from sagelab.extras import missing_extra
 
 __all__ = ["app", "main"]
@@ -28,6 +28,7 @@ app.command("loadtest-worker")(loadtest.loadtest_worker)
 app.add_typer(tools.app, name="tools")
 app.command()(soak.soak)
 app.add_typer(keys.app, name="keys")
+app.command()(notebooks.notebooks)
 
 
 def main() -> None:

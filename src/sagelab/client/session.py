@@ -488,6 +488,20 @@ class Session:
         feedback = wire.Feedback.model_validate({"score": score, "event_id": event_id})
         await self._send_message(feedback, "feedback", score=score)
 
+    async def send_heard(self, event_id: int, played_ms: float, text: str | None = None) -> None:
+        """Tell a sagelab server how much of interrupted turn ``event_id`` was heard
+        (``internal_sagelab_heard``, a sagelab extension: other ConvAI servers do not know it,
+        so send it only to sagelab's)."""
+        self._convai_only("internal_sagelab_heard")
+        message = wire.SagelabHeard(event_id=event_id, played_ms=played_ms, text=text)
+        await self._send_json(
+            json.loads(wire.encode_client(message)),
+            message.type,
+            event_id=event_id,
+            played_ms=played_ms,
+            text=text,
+        )
+
     async def interrupt(self) -> None:
         """Ask the agent to stop talking now (relay ``interrupt``).
 

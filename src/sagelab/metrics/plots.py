@@ -12,6 +12,8 @@ numbers printed beside it. Percentiles in legends come from ``summarize_values``
 * ``stutter_vs_load``: a stutter figure (``stutter_ratio``, ``gap_ms``, ``underruns``…) against
   concurrency: when does audio start to break up.
 * ``wer_per_utterance``: word error rate of each utterance, with the pooled WER.
+* ``stage_breakdown``: one stacked bar per turn (or step) of ``turn_breakdown``'s stages, with
+  the voice-to-voice total written at its end.
 
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot state, so no GUI backend, no
 figure leak in long runs, safe off the main thread); ``save_figure`` writes PNGs. In Jupyter,
@@ -280,8 +282,9 @@ def conversation_timeline(
         if lane == "tool calls":  # a tool call is too short to see: name it, failures in red
             for x, w, text, failed in zip(starts, widths, mine["label"], mine["error"],
                                           strict=True):  # fmt: skip
-                ax.annotate(text + (" (failed)" if failed else ""), (x + w, y + 0.38),
-                            fontsize=7, va="bottom", ha="left", annotation_clip=False,
+                ax.annotate(text + (" (failed)" if failed else ""), (x + w, y),
+                            xytext=(4, 0), textcoords="offset points", fontsize=9,
+                            va="center", ha="left", annotation_clip=False,
                             color=ERROR_COLOR if failed else "black")  # fmt: skip
     for cut in _finite(turns["interruption_ns"]) if "interruption_ns" in turns.columns else []:
         ax.axvline((cut - t0_ns) / 1e9, color=ERROR_COLOR, linestyle="--", linewidth=1)
@@ -384,9 +387,86 @@ def wer_per_utterance(
     if overall_wer is not None and math.isfinite(overall_wer):
         ax.axvline(overall_wer * 100, color=_PALETTE[0], linestyle="--",
                    label=f"pooled WER {overall_wer:.1%}")  # fmt: skip
-        ax.legend(loc="lower right", fontsize=8, frameon=False)
+        # Below the axes, where it cannot cover a bar's value.
+        fig.legend(loc="outside lower center", fontsize=8, frameon=False)
     ax.set_xlabel("WER (%)")
     top = float(np.nanmax(wer)) * 1.1 if np.isfinite(wer).any() else 0.0
     ax.set_xlim(0, max(10.0, top))
     ax.set_title(title)
+    return fig
+
+
+STAGE_PART_LABELS = {
+    "endpointing_ms": "endpointing",
+    "stt_ms": "STT",
+    "brain_ms": "brain",
+    "tool_ms": "tool",
+    "tts_ms": "TTS",
+    "network_ms": "network & rest",
+}
+STAGE_PART_COLORS = {
+    "endpointing_ms": "#8d99ae",
+    "stt_ms": "#e9c46a",
+    "brain_ms": "#f4a261",
+    "tool_ms": "#9b5de5",
+    "tts_ms": "#e76f51",
+    "network_ms": "#457b9d",
+}
+
+
+def stage_breakdown(
+    table: pd.DataFrame,
+    *,
+    label: str | None = None,
+    title: str = "Where each turn's time went",
+) -> Figure:
+    """One horizontal stacked bar per row of ``table``: its ``endpointing_ms`` … ``network_ms``
+    (``sagelab.metrics.turns.turn_breakdown``, or medians of it per step), with
+    ``voice_to_voice_ms`` written at the end of the bar. Rows without stages are left out.
+
+    ``label`` names the column that labels the bars (default: ``turn`` as "turn N", the
+    greeting skipped since nobody waited for it; else the index).
+    """
+    parts = [c for c in STAGE_PART_LABELS if c in table.columns]
+    if not parts:
+        raise KeyError(
+            "the table has no stage columns (endpointing_ms … network_ms): build it with "
+            "sagelab.metrics.turns.turn_breakdown"
+        )
+    values = table[parts].apply(pd.to_numeric, errors="coerce")
+    keep = values.notna().any(axis=1)
+    if "kind" in table.columns:
+        keep &= table["kind"] != "greeting"
+    rows, values = table[keep], values[keep].fillna(0.0)
+    if label is not None:
+        names = [str(v) for v in rows[label]]
+    elif "turn" in rows.columns:
+        names = [f"turn {v}" for v in rows["turn"]]
+    else:
+        names = [str(v) for v in rows.index]
+    fig, ax = _figure(9, max(2.2, 0.45 * len(names) + 1.4))
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.grid(False, axis="y")
+    y = np.arange(len(names))[::-1]
+    left = np.zeros(len(names))
+    for col in parts:
+        widths = values[col].to_numpy(dtype=float)
+        ax.barh(y, widths, left=left, height=0.6, color=STAGE_PART_COLORS[col],
+                label=STAGE_PART_LABELS[col])  # fmt: skip
+        left += widths
+    totals = (
+        pd.to_numeric(rows["voice_to_voice_ms"], errors="coerce").to_numpy(dtype=float)
+        if "voice_to_voice_ms" in rows.columns
+        else left
+    )
+    for yi, end, total in zip(y, left, totals, strict=True):
+        shown = total if math.isfinite(total) else end
+        ax.annotate(_ms(shown), (max(end, shown if math.isfinite(shown) else 0), yi),
+                    xytext=(4, 0), textcoords="offset points", va="center", fontsize=9)  # fmt: skip
+    ax.set_yticks(y, names, fontsize=9)
+    ax.set_xlabel("ms from the end of the user's speech to the reply's first audio")
+    ax.set_xlim(0, max(1.0, float(np.nanmax(np.append(left, totals))) * 1.15) if len(left) else 1)
+    ax.set_title(title)
+    if len(names):
+        fig.legend(loc="outside lower center", ncols=len(parts), fontsize=8, frameon=False)
     return fig

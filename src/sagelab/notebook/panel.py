@@ -19,13 +19,14 @@ import os
 import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anywidget
 import numpy as np
 import traitlets
 
-from sagelab.audio import PCM16, decode_to_pcm16, load_audio, speech_bounds
+from sagelab.audio import PCM16, decode_to_pcm16, load_audio, speech_bounds, wav_bytes
 from sagelab.client.blocking import _LoopThread
 from sagelab.client.session import (
     ELEVENLABS_BASE_URL,
@@ -36,6 +37,13 @@ from sagelab.client.session import (
     ToolHandler,
 )
 from sagelab.client.timeline import Timeline
+from sagelab.metrics.turns import (
+    COLUMN_HELP,
+    STAGE_PARTS,
+    heard_words,
+    turn_audio,
+    turn_breakdown,
+)
 from sagelab.notebook.assets import bundle, css
 from sagelab.notebook.conversation_log import ConversationLog
 from sagelab.notebook.messages import (
@@ -43,8 +51,10 @@ from sagelab.notebook.messages import (
     PlayerEvent,
     WidgetMessageError,
     check_chunk_ms,
+    parse_player_events,
 )
 from sagelab.notebook.mic import MicInput, SpeechSegmenter
+from sagelab.notebook.outputs import run_dir
 from sagelab.notebook.player import PlayerOutput
 from sagelab.protocol import convai as wire
 
@@ -53,6 +63,19 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8765"
 _TICK_S = 0.1
 _CLOCK_PING_S = 2.0
 _USER_VOICE_HOLD_NS = 300_000_000  # "user speaking" lasts this long after a loud chunk
+# A flushed turn whose unplayed rest is shorter than this was heard whole (the flush only
+# caught its last few milliseconds).
+_CUT_MARGIN_MS = 80.0
+# A cut turn's words are counted once its audio has stopped arriving for this long (or after
+# _SETTLE_MAX_S): the share of the words heard needs the reply's whole length.
+_SETTLED_NS = 600_000_000
+_SETTLE_MAX_S = 20.0
+
+
+def _ignore_closed(task: asyncio.Task[None]) -> None:
+    """Retrieve a report's failure: a session that ended first leaves nothing to tell."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _finite(value: Any) -> float | None:
@@ -74,6 +97,7 @@ class ConversationPanel(anywidget.AnyWidget):
     >>> panel.wait_for_reply()
     'I found 2 accounts in Oslo: ...'
     >>> panel.turn_table()                        # sagelab.metrics.turn_table of the session
+    >>> panel.save("my-run")                      # timeline, both audio tracks, turn tables
 
     ``ConversationPanel.elevenlabs()`` talks to an ElevenLabs agent (``ELEVENLABS_API_KEY``,
     ``ELEVENLABS_AGENT_ID``). ``tools`` are client tools (name → handler), run in the kernel.
@@ -90,6 +114,9 @@ class ConversationPanel(anywidget.AnyWidget):
     transcript: traitlets.List[Any] = traitlets.List().tag(sync=True)
     tool_calls: traitlets.List[Any] = traitlets.List().tag(sync=True)
     turns: traitlets.List[Any] = traitlets.List().tag(sync=True)
+    column_help: traitlets.Dict[str, Any] = traitlets.Dict(COLUMN_HELP).tag(sync=True)
+    stage_parts: traitlets.List[Any] = traitlets.List(list(STAGE_PARTS)).tag(sync=True)
+    saved_to = traitlets.Unicode("").tag(sync=True)
     chunk_ms = traitlets.Int(100).tag(sync=True)
     jitter_ms = traitlets.Int(100).tag(sync=True)
     device_id = traitlets.Unicode("").tag(sync=True)
@@ -110,6 +137,7 @@ class ConversationPanel(anywidget.AnyWidget):
         jitter_ms: int = 100,
         stages: bool = True,
         force_native_rate: bool = False,
+        save_dir: str | Path | None = None,
         **session_options: Any,
     ) -> None:
         if not agent_id:
@@ -124,6 +152,7 @@ class ConversationPanel(anywidget.AnyWidget):
         )
         self.agent_id = agent_id
         self.base_url = base_url
+        self.save_dir = Path(save_dir) if save_dir is not None else None
         self._connect_options: dict[str, Any] = {
             "api_key": api_key,
             "requires_auth": requires_auth,
@@ -150,6 +179,7 @@ class ConversationPanel(anywidget.AnyWidget):
         self._user_voice_ns = 0
         self._recording_speech: tuple[int, int] | None = None
         self._open_turns: set[int] = set()
+        self._cut_turns: set[int] = set()
         self._input_mark = 0
         self._turns_dirty = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -291,7 +321,9 @@ class ConversationPanel(anywidget.AnyWidget):
     def interrupt(self) -> None:
         """Stop the agent now (the Interrupt button): playback stops at once and the rest of the
         turn's audio is dropped. ConvAI has no interrupt message (the user barges in by
-        speaking); the relay protocol's ``interrupt`` is sent when the session speaks it."""
+        speaking); the relay protocol's ``interrupt`` is sent when the session speaks it. Once
+        the player reports how much it played, the transcript marks the turn with what was
+        heard, and a sagelab server is told (``internal_sagelab_heard``)."""
         self.player.flush()
         with self._state_lock:
             self._playout_end_ns = time.monotonic_ns()
@@ -335,6 +367,33 @@ class ConversationPanel(anywidget.AnyWidget):
 
         return turn_table(self.timeline)
 
+    def turn_breakdown(self) -> Any:
+        """``sagelab.metrics.turns.turn_breakdown``: turns numbered 1, 2, 3 (the greeting 0),
+        voice-to-voice split into stages, interrupted turns with what was heard."""
+        return turn_breakdown(self.timeline)
+
+    def turn_audio(self, event_id: int) -> tuple[PCM16, PCM16]:
+        """``(user, agent)`` audio of agent turn ``event_id``, 16 kHz PCM16."""
+        return turn_audio(self.timeline, event_id)
+
+    def save(self, directory: str | Path | None = None) -> Path:
+        """Save the session where you choose (default: ``save_dir``, else a new folder under
+        the runs folder, ``sagelab.notebook.outputs``): ``timeline.jsonl``, ``user.wav`` and
+        ``agent.wav`` (``Timeline.load`` reads them back), the full ``turns.csv``
+        (``turn_table``), ``turn_breakdown.csv`` and ``tool_calls.csv``."""
+        from sagelab.metrics import tool_call_table, turn_table
+
+        target = Path(directory) if directory is not None else self.save_dir
+        if target is None:
+            target = self.save_dir = run_dir("notebook")
+        timeline = self.timeline
+        timeline.save(target)
+        turn_table(timeline).to_csv(target / "turns.csv", index=False)
+        turn_breakdown(timeline).to_csv(target / "turn_breakdown.csv", index=False)
+        tool_call_table(timeline).to_csv(target / "tool_calls.csv", index=False)
+        self._set(saved_to=str(target))
+        return target
+
     def stutter(self) -> dict[str, Any]:
         """Stutter as heard (the player's reports) beside the playout model run on the network
         arrival times of the same chunks with the same jitter buffer."""
@@ -359,20 +418,40 @@ class ConversationPanel(anywidget.AnyWidget):
         if not isinstance(content, dict):
             return
         try:
+            if content.get("type") == "player":
+                self._cuts_reported(content)
             if self.mic.handle(content, buffers) or self.player.handle(content, buffers):
                 return
             if content.get("type") == "action":
-                self._action(str(content.get("action")))
-        except (WidgetMessageError, SessionError) as exc:
+                self._action(str(content.get("action")), content)
+        except (WidgetMessageError, SessionError, OSError, KeyError) as exc:
             self._set(error=str(exc))
 
-    def _action(self, action: str) -> None:
-        if action == "connect":
+    def _action(self, action: str, content: dict[str, Any]) -> None:
+        if action == "replay":
+            self._send_clip(content.get("event_id"), content.get("side"))
+        elif action == "save":
+            self.save()
+        elif action == "connect":
             self.connect(wait=False)
         elif action == "interrupt":
             self.interrupt()
         elif action == "end":
             threading.Thread(target=self.end, name="sagelab-panel-end", daemon=True).start()
+
+    def _send_clip(self, event_id: Any, side: Any) -> None:
+        """One side of one turn as a WAV for the view's replay and download controls."""
+        if not isinstance(event_id, int) or side not in ("user", "agent"):
+            raise WidgetMessageError(f"replay needs an event_id and a side, got {event_id!r}")
+        user, agent = self.turn_audio(event_id)
+        pcm = user if side == "user" else agent
+        if pcm.size == 0:
+            raise WidgetMessageError(f"turn {event_id} has no {side} audio in this session")
+        seconds = pcm.size / SAMPLE_RATE
+        self.send(
+            {"type": "clip", "event_id": event_id, "side": side, "seconds": seconds},
+            [wav_bytes(pcm)],
+        )
 
     def _mic_chunk(self, pcm: PCM16) -> None:
         runner, queue = self._runner, self._mic_queue
@@ -448,6 +527,66 @@ class ConversationPanel(anywidget.AnyWidget):
                 self._open_turns.discard(event.event_id or 0)
         self._turns_dirty = True
 
+    def _cuts_reported(self, content: dict[str, Any]) -> None:
+        """Turns whose playback was stopped, handled as soon as the report arrives: how much
+        was played needs no clock, unlike the report's timestamps, which wait in the player
+        until the browser's clock is known well enough."""
+        runner = self._runner
+        if runner is None:
+            return
+        for event in parse_player_events(content, self.player.clock):
+            if event.type == "playback_end" and event.data.get("flushed"):
+                runner.loop.call_soon_threadsafe(self._turn_cut, event)
+
+    def _turn_cut(self, event: PlayerEvent) -> None:
+        """Playback of a turn was stopped: mark it at once, then, once the turn's audio has
+        stopped arriving (a server streams replies in real time and keeps sending after a
+        local Interrupt), mark the words heard and tell the server."""
+        session, event_id = self._session, event.event_id
+        played = _finite(event.data.get("played_ms"))
+        if session is None or event_id is None or played is None:
+            return
+        if event_id in self._cut_turns:
+            return  # a second view of the panel reported the same cut
+        self._cut_turns.add(event_id)
+        task = asyncio.get_running_loop().create_task(
+            self._settle_cut(session, event_id, played, _finite(event.data.get("received_ms")))
+        )
+        task.add_done_callback(_ignore_closed)
+        self._tasks.append(task)
+
+    def _turn_audio_ms(self, session: Session, event_id: int) -> tuple[float, int]:
+        """Audio of turn ``event_id`` received so far (ms), and when its last chunk came."""
+        chunks = [e for e in session.timeline.of_type("audio") if e.event_id == event_id]
+        total = sum(float(e.data.get("duration_s", 0.0)) for e in chunks) * 1000
+        return total, max((e.t_ns for e in chunks), default=0)
+
+    async def _settle_cut(
+        self, session: Session, event_id: int, played: float, reported: float | None
+    ) -> None:
+        received, _ = self._turn_audio_ms(session, event_id)
+        if max(received, reported or 0.0) - played < _CUT_MARGIN_MS:
+            return  # everything had been played
+        self._log.mark_cut(event_id, played)
+        self._sync({"transcript"})
+        deadline = time.monotonic() + _SETTLE_MAX_S
+        while time.monotonic() < deadline:
+            received, last_ns = self._turn_audio_ms(session, event_id)
+            if time.monotonic_ns() - last_ns > _SETTLED_NS:
+                break
+            await asyncio.sleep(0.1)
+        received = max(received, reported or 0.0)
+        heard = heard_words(self._log.agent_text(event_id), played, received)
+        if self._log.heard(event_id, heard, played):
+            self._sync({"transcript"})
+        if self._tells_server(session):
+            await session.send_heard(event_id, played, heard)
+
+    def _tells_server(self, session: Session) -> bool:
+        """Only sagelab servers know ``internal_sagelab_heard``; they are the ones asked for
+        stage timings (``stages=True``, off for ElevenLabs)."""
+        return bool(self._connect_options.get("stages")) and session.protocol == "convai"
+
     def _on_server_message(self, msg: Any) -> None:
         changed = self._log.apply(msg)
         session = self._session
@@ -514,29 +653,42 @@ class ConversationPanel(anywidget.AnyWidget):
             runner.loop.call_soon_threadsafe(self._refresh_turns)
 
     def _refresh_turns(self) -> None:
-        """The Turns table: the metrics' own definitions, with what the player heard."""
+        """The Turns table: ``turn_breakdown`` (the metrics' own definitions) with what the
+        browser's player heard."""
         from sagelab.metrics import player_playout, turn_table
 
         session = self._session
         if session is None:
             return
-        table = turn_table(session.timeline)
+        breakdown = turn_breakdown(session.timeline)
+        table = turn_table(session.timeline).set_index("event_id")
         heard = player_playout(session.timeline).turns
         started = {
             int(r["event_id"]): r for r in heard.to_dict("records") if r["event_id"] is not None
         }
         rows = []
-        for r in table.to_dict("records"):
+        for r in breakdown.to_dict("records"):
             event_id = int(r["event_id"])
             player = started.get(event_id, {})
             start = player.get("playback_start_ns", math.nan)
+            speech_end = math.nan
+            if event_id in table.index:
+                speech_end = table.loc[event_id, "user_speech_end_ns"]
             rows.append(
                 {
+                    "turn": int(r["turn"]),
+                    "kind": r["kind"],
                     "event_id": event_id,
-                    "voice_to_voice_ms": _finite(r.get("voice_to_voice_ms")),
-                    "reply_text_ms": _finite(r.get("agent_text_ms")),
-                    "heard_ms": _finite((start - r.get("user_speech_end_ns", math.nan)) / 1e6),
+                    "user_text": r["user_text"] or "",
+                    "voice_to_voice_ms": _finite(r["voice_to_voice_ms"]),
+                    "parts": {p: _finite(r[f"{p}_ms"]) for p in STAGE_PARTS},
+                    "heard_ms": _finite((start - speech_end) / 1e6),
                     "underruns": int(player["underruns"]) if player else None,
+                    "interrupted": bool(r["interrupted"]),
+                    "played_ms": _finite(r["played_ms"]),
+                    "heard_text": r["heard_text"],
+                    "tools": list(r["tools"]),
+                    "has_user_audio": r["kind"] == "speech",
                 }
             )
         self._set(turns=rows)

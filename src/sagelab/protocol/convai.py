@@ -14,7 +14,8 @@ Client → server (:data:`ClientMessage`, read with :func:`parse_client`, writte
 :func:`encode_client`): ``user_audio_chunk`` (:class:`UserAudioChunk`, the only message without a
 ``type`` key), ``conversation_initiation_client_data``, ``pong``, ``client_tool_result``,
 ``user_message``, ``contextual_update``, ``user_activity``, ``feedback``,
-``mcp_tool_approval_result``, ``multimodal_message``.
+``mcp_tool_approval_result``, ``multimodal_message``; and sagelab's extension
+``internal_sagelab_heard`` (:class:`SagelabHeard`), which only sagelab's server reads.
 
 Server → client (:data:`ServerMessage`, read with :func:`parse_server`, written with
 :func:`encode_server`): ``conversation_initiation_metadata``, ``ping``, ``audio``,
@@ -26,7 +27,10 @@ Server → client (:data:`ServerMessage`, read with :func:`parse_server`, writte
 ``context_usage``, ``asr_initiation_metadata``, ``rich_content``, ``guardrail_triggered``,
 ``agent_typing``, ``external_agent_connected``, ``external_agent_disconnected``, ``error``.
 Any other server type parses to :class:`UnknownServerMessage`, because both official SDKs ignore
-unknown types and a client must keep working against a newer server.
+unknown types and a client must keep working against a newer server. sagelab's own server
+events travel that way too (``internal_sagelab_stage``, ``internal_sagelab_tool_call``): built
+with :func:`sagelab_event`, read with :func:`sagelab_event_payload`, typed by
+:class:`SagelabToolCall`.
 
 Tolerance follows the reference: unknown keys in known messages are ignored, any JSON is accepted
 as a tool result, and ``text_only`` is found at either place real clients put it. Missing required
@@ -91,6 +95,8 @@ __all__ = [
     "Pong",
     "PromptOverride",
     "RichContent",
+    "SagelabHeard",
+    "SagelabToolCall",
     "ServerMessage",
     "SourceInfo",
     "TentativeUserTranscript",
@@ -106,6 +112,8 @@ __all__ = [
     "encode_server",
     "parse_client",
     "parse_server",
+    "sagelab_event",
+    "sagelab_event_payload",
 ]
 
 AudioFormatName = Literal[
@@ -360,6 +368,32 @@ class MultimodalMessage(_Message):
         return [self.file.file_id] if self.file else []
 
 
+def _non_negative(value: object) -> object:
+    _number(value)
+    if value < 0:  # type: ignore[operator]
+        raise ValueError("expected a number >= 0")
+    return value
+
+
+class SagelabHeard(_Message):
+    """sagelab extension: how much of an interrupted agent turn the user really heard.
+
+    ConvAI has no message for it: a server learns of a barge-in from the user's speech and
+    guesses what was heard from how much audio it sent. A client that stopped playback itself
+    (an Interrupt button) or that knows its player's position sends this after the cut, so the
+    server's history and store keep only what was heard. ``played_ms`` is the audio of turn
+    ``event_id`` that was played; ``text`` the client's reading of the words heard (by
+    alignment, or by share of the audio), which a server may refine from ``played_ms`` with
+    its own alignment. Sent only to sagelab servers (other ConvAI servers would answer an
+    unknown type with an error event).
+    """
+
+    type: ClassVar[Literal["internal_sagelab_heard"]] = "internal_sagelab_heard"
+    event_id: int
+    played_ms: Annotated[int | float, BeforeValidator(_non_negative)]
+    text: str | None = None
+
+
 ClientMessage: TypeAlias = (
     UserAudioChunk
     | ConversationInitiationClientData
@@ -371,6 +405,7 @@ ClientMessage: TypeAlias = (
     | Feedback
     | McpToolApprovalResult
     | MultimodalMessage
+    | SagelabHeard
 )
 
 
@@ -673,6 +708,51 @@ class UnknownServerMessage(BaseModel):
     raw: JsonObject
 
 
+def sagelab_event(type: str, payload: dict[str, Any]) -> UnknownServerMessage:
+    """A sagelab server extension event, ``{"type": T, "T_event": payload}``: the envelope of the
+    protocol's own events, under a type the official SDKs ignore. Servers send these only to
+    clients that asked for them (``?sagelab_stages=1``)."""
+    return UnknownServerMessage(type=type, raw={f"{type}_event": payload})
+
+
+def sagelab_event_payload(msg: "ServerMessage", type: str) -> dict[str, Any] | None:
+    """The payload of the sagelab extension event ``type``, or None if ``msg`` is another."""
+    if not isinstance(msg, UnknownServerMessage) or msg.type != type:
+        return None
+    payload = msg.raw.get(f"{type}_event")
+    return payload if isinstance(payload, dict) else None
+
+
+class SagelabToolCall(_Model):
+    """sagelab extension event ``internal_sagelab_tool_call``: a server tool's call as the
+    agent made it, which ``agent_tool_request`` / ``agent_tool_response`` leave out.
+
+    Sent when the tool has answered, with its ``parameters``, ``result`` and ``is_error`` (a
+    server may also send it at the call with no ``result``, then again). Travels as an unknown
+    type (:func:`sagelab_event`), so the official SDKs ignore it.
+    """
+
+    type: ClassVar[str] = "internal_sagelab_tool_call"
+    event_id: int
+    tool_call_id: str
+    tool_name: str
+    parameters: JsonObject = Field(default_factory=dict)
+    result: JsonValue = None
+    is_error: bool | None = None
+
+    def to_message(self) -> UnknownServerMessage:
+        return sagelab_event(self.type, self.model_dump(mode="json", exclude_none=True))
+
+    @classmethod
+    def read(cls, msg: "ServerMessage") -> "SagelabToolCall | None":
+        """The event in ``msg``; None for any other message. A malformed one raises
+        :class:`~sagelab.protocol.errors.ProtocolError`."""
+        payload = sagelab_event_payload(msg, cls.type)
+        if payload is None:
+            return None
+        return _validate(cls, payload, f"{cls.type}.{cls.type}_event")
+
+
 ServerMessage: TypeAlias = (
     ConversationInitiationMetadata
     | Ping
@@ -721,6 +801,7 @@ _CLIENT_MODELS: dict[str, type[_Message]] = {
         Feedback,
         McpToolApprovalResult,
         MultimodalMessage,
+        SagelabHeard,
     )
 }
 
