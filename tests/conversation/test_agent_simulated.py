@@ -225,3 +225,39 @@ def test_speech_over_the_greeting_cuts_it_and_says_what_was_heard() -> None:
     assert any(f.kind == "interruption" and f.event_id == greeting_id for f in frames)
     (original, corrected) = next(f.data for f in frames if f.kind == "correction")
     assert original == GREETING and GREETING.startswith(corrected) and corrected != GREETING
+
+
+def test_a_heard_report_cuts_the_greeting_and_the_history_keeps_what_was_heard() -> None:
+    config = load_config(None, env={}, port=0, ping_interval_s=1.0)
+
+    async def main() -> tuple[list[Frame], list[Any]]:
+        transport = RecordingTransport()
+        conv = Conversation(
+            conversation_id="conv_sim",
+            agent=_agent(),
+            transport=transport,
+            config=config,
+            metrics=ServerMetrics(),
+            store=None,
+        )
+        agent = LocalAgent(
+            conv,
+            detector=EnergyTurnDetector(silence_ms=400),
+            stt=FakeSTT(),
+            tts=FakeTTS(ms_per_char=50, chunks=3),
+            brain=EchoBrain(prefix="Heard "),
+            runner=simulated_runner(lambda fn: 0.05),
+        )
+        await conv.start(agent)
+        await asyncio.sleep(1.0)
+        greeting_id = next(f.event_id for f in transport.frames if f.kind == "agent_response")
+        await conv.heard(greeting_id, 600)  # the user's player stopped after 0.6 s
+        await asyncio.sleep(3.0)
+        await conv.close(1000, "done")
+        return transport.frames, list(agent.history)
+
+    frames, history = run_simulated(main)
+    (original, corrected) = next(f.data for f in frames if f.kind == "correction")
+    assert original == GREETING and corrected == "Hello, I am" == history[-1].content
+    cut_at = next(f.t for f in frames if f.kind == "interruption")
+    assert not [f for f in frames if f.kind == "audio" and f.t > cut_at]

@@ -308,3 +308,30 @@ def test_each_chunk_carries_the_alignment_of_the_characters_it_speaks() -> None:
                 "".join("".join(b.alignment["chars"]) for b in audio[:k] if b.alignment)
             )
             assert alignment[first_char][1] >= k * CHUNK_S - 1e-9
+
+
+def test_the_players_report_of_what_it_played_beats_the_servers_model() -> None:
+    s = ServerSession(SessionSettings(ping_interval_s=1000, audio_lead_ms=0), 0.0)
+    turn = s.begin_turn(0.0)
+    text, alignment, seconds = words_block(0, 8)  # 8 words, 2.4 s
+    log = Log()
+    log.take(0.0, s.agent_response(turn, text, 0.0))
+    log.take(0.0, s.queue_audio(turn, chunks(seconds), alignment, 0.0))
+    log.take(0.0, s.finish_turn(turn, 0.0))
+    log.take(1.0, s.tick(1.0))
+    # The client's Interrupt button stopped playback at 0.5 s, though 1 s was sent.
+    cut, actions = s.heard(turn.event_id, 0.5, 1.0)
+    assert cut is not None and cut.delivered == heard_words(alignment, 0.5) == "w000 w001"
+    sent = [a.event for a in actions if isinstance(a, Send)]
+    assert isinstance(sent[0], ev.Interruption)
+    assert isinstance(sent[1], ev.Correction) and sent[1].corrected == "w000 w001"
+    assert not [
+        a for a in s.tick(5.0) if isinstance(a, Send) and isinstance(a.event, ev.AgentAudio)
+    ]
+    # A later, more precise report corrects again; the same report changes nothing.
+    again, more = s.heard(turn.event_id, 0.8, 1.1)
+    assert again is not None and again.delivered == "w000 w001 w002"
+    assert [type(a.event).__name__ for a in more if isinstance(a, Send)] == ["Correction"]
+    assert s.heard(turn.event_id, 0.8, 1.2)[1] == []
+    # A report about another turn is ignored.
+    assert s.heard(turn.event_id + 7, 0.1, 1.3) == (None, [])

@@ -509,11 +509,6 @@ def test_a_turn_can_be_heard_again_and_downloaded(browser: Browser) -> None:
     assert browser.errors == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the server to send internal_sagelab_tool_call (sagelab extension); "
-    "remove this mark once it does",
-)
 def test_a_server_tools_parameters_and_result_are_shown(browser: Browser) -> None:
     page = browser.page
     row = page.locator(".sagelab-panel tr", has_text="search_records").first

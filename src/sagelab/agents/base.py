@@ -142,6 +142,10 @@ class Agent(abc.ABC):
     async def on_user_activity(self) -> None:  # noqa: B027 (optional hook)
         """The user is still there (resets turn timers)."""
 
+    async def on_heard(self, interrupted: Interrupted) -> None:  # noqa: B027 (optional hook)
+        """The client reported what it really played of a turn that was cut (a sagelab
+        extension): a backend that keeps a history keeps that text."""
+
     async def on_interrupt(self) -> None:
         """An explicit interrupt request (relay ``interrupt``)."""
         await self.ctx.interrupt()

@@ -261,10 +261,36 @@ class ServerSession:
             return None, []
         return self._cut(turn, now)
 
-    def _cut(self, turn: AgentTurn, now: float) -> tuple[Interrupted, list[SessionAction]]:
+    def heard(
+        self, event_id: int, played_s: float, now: float
+    ) -> tuple[Interrupted | None, list[SessionAction]]:
+        """The client reports how much of turn ``event_id`` its player really played (sagelab's
+        ``internal_sagelab_heard``), which beats the server's model of it. A turn still
+        speaking is cut there; a turn already cut gets its correction again if the heard text
+        changes. None for a turn that is not the current one (too late to matter)."""
+        turn = self._current
+        if turn is None or turn.event_id != event_id:
+            return None, []
+        played_s = max(0.0, min(played_s, turn.queued_s))
+        if not turn.interrupted:
+            if not turn.open(now):
+                return None, []
+            return self._cut(turn, now, played_s)
+        delivered = delivered_text(turn, played_s)
+        if delivered == turn.delivered:
+            return Interrupted(turn.event_id, delivered), []
+        turn.delivered = delivered
+        actions: list[SessionAction] = []
+        if turn.response_sent:
+            actions.append(Send(Correction(turn.text, delivered, turn.event_id)))
+        return Interrupted(turn.event_id, delivered), actions
+
+    def _cut(
+        self, turn: AgentTurn, now: float, played_s: float | None = None
+    ) -> tuple[Interrupted, list[SessionAction]]:
         turn.interrupted = True
         self._last_cut = max(self._last_cut, turn.event_id)
-        played = turn.played_s(now)
+        played = turn.played_s(now) if played_s is None else played_s
         delivered = delivered_text(turn, played)
         turn.delivered = delivered
         self._audio = deque(c for c in self._audio if c.turn is not turn)

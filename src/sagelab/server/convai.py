@@ -158,6 +158,30 @@ class ConvAITransport(Transport):
         )
         await self._send(msg.type, wire.encode_server(msg))
 
+    async def send_tool_detail(
+        self,
+        name: str,
+        tool_call_id: str,
+        parameters: dict[str, Any],
+        result: Any,
+        is_error: bool,
+        event_id: int,
+    ) -> None:
+        if not self.stages_enabled:
+            return
+        detail = wire.SagelabToolCall.model_validate(
+            {
+                "event_id": event_id,
+                "tool_call_id": tool_call_id,
+                "tool_name": name,
+                "parameters": parameters,
+                "result": result,
+                "is_error": is_error,
+            }
+        )
+        msg = detail.to_message()
+        await self._send(msg.type, wire.encode_server(msg))
+
     async def send_stage(self, event_id: int, stage: str, ms: float) -> None:
         if not self.stages_enabled:
             return
@@ -525,6 +549,8 @@ async def _receive_loop(ws: ServerConnection, server: SagelabServer, conv: Conve
                 if text:
                     conv.typed(text)
                     await conv.run_backend(backend.on_user_message(text))
+            case wire.SagelabHeard():
+                await conv.heard(msg.event_id, float(msg.played_ms))
             case wire.ContextualUpdate():
                 await conv.run_backend(backend.on_contextual_update(msg.text, msg.context_id))
             case wire.UserActivity():

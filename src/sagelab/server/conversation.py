@@ -346,6 +346,22 @@ class Conversation:
                 )
         return interrupted
 
+    async def heard(self, event_id: int, played_ms: float) -> None:
+        """The client's player says how much of turn ``event_id`` it played (a sagelab
+        extension): cut the turn there if it is still going, correct the record, and let the
+        backend keep only what was heard."""
+        interrupted, actions = self.core.heard(event_id, played_ms / 1000, self._now())
+        await self._apply(actions)
+        if interrupted is None:
+            return
+        key = self._store_keys.get(interrupted.event_id)
+        if key is not None and self.store is not None:
+            self.store.update_turn(
+                key, interrupted=True, corrected_text=interrupted.delivered, ended_at=time.time()
+            )
+        if self.backend is not None:
+            await self.run_backend(self.backend.on_heard(interrupted))
+
     async def call_tool(self, turn: AgentTurn, name: str, parameters: dict[str, Any]) -> ToolResult:
         spec = self.agent.tool(name)
         call_id = self.core.new_call_id()
@@ -367,6 +383,9 @@ class Conversation:
                     name, parameters, timeout=spec.response_timeout_secs
                 )
                 result = outcome.to_tool_result(call_id)
+            await self.transport.send_tool_detail(
+                name, call_id, parameters, result.value, result.is_error, turn.event_id
+            )
         else:
             timeout = spec.response_timeout_secs or self.config.client_tool_timeout_s
             call_id, actions = self.core.client_tool_call(

@@ -112,6 +112,19 @@ class Transport(abc.ABC):
         """A server tool starts running (ConvAI ``agent_tool_request``; relay ``tool_call``)."""
         return
 
+    async def send_tool_detail(
+        self,
+        name: str,
+        tool_call_id: str,
+        parameters: dict[str, Any],
+        result: Any,
+        is_error: bool,
+        event_id: int,
+    ) -> None:
+        """A server tool's call with its parameters and result, for clients that asked for
+        sagelab's extension events (default: none)."""
+        return
+
     async def send_stage(self, event_id: int, stage: str, ms: float) -> None:
         """A pipeline stage's duration, for clients that asked for them (default: none)."""
         return

@@ -22,6 +22,7 @@ from sagelab.agents.base import Agent, AgentContext, AgentTurn, ToolResult
 from sagelab.agents.local.brain import Brain, BrainError, ChatMessage
 from sagelab.agents.local.executor import run_model
 from sagelab.agents.replies import ReplyTask
+from sagelab.conversation.session import Interrupted
 from sagelab.conversation.turns import (
     BargeIn,
     CancelTranscription,
@@ -180,18 +181,24 @@ class LocalAgent(Agent):
             self._request = []
             self._replies.start(self._reply(turn, text))
 
+    async def on_heard(self, interrupted: Interrupted) -> None:
+        await self._replies.cancel()
+        self._keep_heard(interrupted)
+
     async def _barge_in(self) -> None:
         """The user talks: cut what the agent is saying, stop producing more, and keep in the
         history only what the user actually heard of the reply."""
         interrupted = await self.ctx.interrupt()
         await self._replies.cancel()
+        self._keep_heard(interrupted)
+
+    def _keep_heard(self, interrupted: Interrupted | None) -> None:
         if (
             interrupted is not None
             and interrupted.event_id == self._history_reply
             and self.history
             and self.history[-1].role == "assistant"
         ):
-            self._history_reply = None
             if interrupted.delivered:
                 self.history[-1] = ChatMessage("assistant", interrupted.delivered)
             else:
