@@ -388,6 +388,19 @@ def bench_run(
         raise typer.Exit(1)
 
 
+@bench_app.command("prompts")
+def bench_prompts(
+    lab_file: Annotated[Path, typer.Argument(help="Lab YAML: a scenario and prompt variants")],
+    repeat: Annotated[int | None, typer.Option(min=1, help="Runs per variant")] = None,
+    config: ConfigOpt = None,
+    out: Annotated[Path, typer.Option(help="Results go to OUT/<time>-lab-<name>/")] = Path("runs"),
+) -> None:
+    """Prompt lab: one scenario under each prompt variant, N runs each, compared in numbers."""
+    from sagelab.lab.command import prompt_lab
+
+    raise typer.Exit(prompt_lab(lab_file, repeat=repeat, config=config, out=out, console=console))
+
+
 def _progress(label: str, *, quiet: bool) -> Progress:
     """A bar for long benchmark work; off when the output must be one JSON object."""
     return Progress(
