@@ -16,18 +16,22 @@ point the brain at a bigger GGUF file. Options::
       top_k: 40
       repeat_penalty: 1.1
       seed: null                # fixed seed: the same reply to the same conversation
-      max_tool_rounds: 3        # model passes per reply; the last one cannot call tools
+      max_tool_rounds: 2        # passes per reply; the last one answers and cannot call tools
+      call_tokens: 64           # longest tool decision (name and JSON arguments)
       tool_result_chars: 800    # longest tool result the model reads back
+      result_keys: null         # e.g. [summary]: show only these keys of a JSON object result
 
-Replies stream token by token into sentence-by-sentence TTS. With tools, each pass is sampled
-under a grammar (``llm_tools``): either spoken text, or one JSON call shaped by the tool's
-schema. The call runs through ``call_tool`` (the registry validates it); its result, or the
-error of a malformed call, is added to the conversation and the model goes on. The model is
-loaded once per process and shared by sessions, which take turns (``llm_model``).
+Replies stream token by token into sentence-by-sentence TTS. An agent with tools first gets a
+short decision pass under a grammar built from its tool specs (``llm_tools``): ``none``, or a
+tool's name and schema-shaped JSON arguments. A call runs through ``call_tool`` (the registry
+validates it); its result, or the error of a malformed call, is added to the conversation, and
+the spoken answer is written after it. The model is loaded once per process and shared by
+sessions, which take turns (``llm_model``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
@@ -36,6 +40,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sagelab.agents.base import ToolResult
 from sagelab.agents.local.brain import Brain, BrainError, ChatMessage, ToolCaller
 from sagelab.agents.local.brains.llm_model import (
     GenerationStats,
@@ -43,7 +48,13 @@ from sagelab.agents.local.brains.llm_model import (
     bundled_model_path,
     load_model,
 )
-from sagelab.agents.local.brains.llm_tools import parse_call, tool_grammar, tool_instructions
+from sagelab.agents.local.brains.llm_tools import (
+    ParsedCall,
+    decision_prompt,
+    parse_call,
+    tool_grammar,
+    tools_prompt,
+)
 from sagelab.agents.local.brains.options import parse_options
 from sagelab.config import ToolSpec
 
@@ -51,8 +62,6 @@ log = logging.getLogger(__name__)
 
 # Tokens a chat template adds around each message (role markers); counted generously.
 _MESSAGE_OVERHEAD = 6
-# Final pass and tool-less agents with tools on: text only, never a stray "{".
-_SAY_ONLY = "root ::= [^{ \\t\\n] [^\\x00]*\n"
 
 
 class LLMOptions(BaseModel):
@@ -67,8 +76,10 @@ class LLMOptions(BaseModel):
     top_k: int = Field(default=40, ge=0)
     repeat_penalty: float = Field(default=1.1, gt=0)
     seed: int | None = None
-    max_tool_rounds: int = Field(default=3, ge=1, le=10)
+    max_tool_rounds: int = Field(default=2, ge=1, le=10)
+    call_tokens: int = Field(default=64, ge=4, le=1024)
     tool_result_chars: int = Field(default=800, ge=50)
+    result_keys: list[str] | None = None
 
 
 class LLMBrain(Brain):
@@ -101,51 +112,61 @@ class LLMBrain(Brain):
         call_tool: ToolCaller,
     ) -> AsyncIterator[str]:
         opts = self.options
-        system = system_prompt.strip()
-        if tools:
-            system = f"{system}\n\n{tool_instructions(tools)}".strip()
-        messages = self._fit([{"role": "system", "content": system}] if system else [], history)
+        system = tools_prompt(system_prompt, tools) if tools else system_prompt.strip()
+        head = [{"role": "system", "content": system}] if system else []
+        turns = self._fit(system, history, with_tools=bool(tools))
+        exchanges: list[dict[str, str]] = []  # this reply's tool calls and their results
         self.last_stats = []
-        for round_no in range(opts.max_tool_rounds):
-            may_call = bool(tools) and round_no < opts.max_tool_rounds - 1
-            grammar = self._grammar(tools if may_call else ()) if tools else None
-            stats = GenerationStats()
-            self.last_stats.append(stats)
-            head, call_text, is_call = "", "", False
-            pieces = self.model.stream_chat(
-                stats, messages=messages, grammar=grammar, **self._sampling()
-            )
-            async with aclosing(pieces) as stream:
-                async for piece in stream:
-                    if is_call:
-                        call_text += piece
-                        continue
-                    if head is not None:
-                        head += piece
-                        if not head.strip():
-                            continue  # wait for the first visible character to decide
-                        if head.lstrip().startswith("{"):
-                            is_call, call_text = True, head.lstrip()
-                            continue
-                        piece, head = head.lstrip(), None
-                    yield piece
-            if not is_call:
-                return
-            call = parse_call(call_text, tools)
-            messages.append({"role": "assistant", "content": call.raw})
+        for _ in range(opts.max_tool_rounds - 1 if tools else 0):
+            call = await self._decide(decision_prompt(system), turns + exchanges, tools)
+            if call.name is None and call.error is None:
+                break  # no tool: answer
+            exchanges.append({"role": "assistant", "content": call.as_text})
             if call.error is not None:
                 log.info("local LLM wrote a malformed tool call: %s", call.error)
                 result = f"Error: {call.error}"
             else:
-                outcome = await call_tool(call.name, call.arguments)
-                result = f"Error: {outcome.text}" if outcome.is_error else outcome.text
-            messages.append({"role": "user", "content": self._tool_message(call.name, result)})
-        raise BrainError("the local LLM asked for tools in its last pass")  # pragma: no cover
+                outcome = await call_tool(call.name or "", call.arguments)
+                result = f"Error: {outcome.text}" if outcome.is_error else self._shown(outcome)
+            exchanges.append({"role": "user", "content": self._tool_message(call, result)})
+        stats = GenerationStats()
+        self.last_stats.append(stats)
+        first = True
+        pieces = self.model.stream_chat(
+            stats, messages=head + turns + exchanges, **self._sampling(opts.max_tokens)
+        )
+        async with aclosing(pieces) as stream:
+            async for piece in stream:
+                if first:
+                    piece = piece.lstrip()
+                    first = not piece
+                if piece:
+                    yield piece
 
-    def _sampling(self) -> dict[str, Any]:
+    async def _decide(
+        self, system: str, messages: list[dict[str, str]], tools: Sequence[ToolSpec]
+    ) -> ParsedCall:
+        """The constrained pass: ``none``, or a tool and its arguments. Its system prompt starts
+        with the answer pass's, so llama.cpp reuses that much of the evaluated prompt."""
+        stats = GenerationStats()
+        self.last_stats.append(stats)
+        text = ""
+        pieces = self.model.stream_chat(
+            stats,
+            messages=[{"role": "system", "content": system}, *messages],
+            grammar=self._grammar(tools),
+            # Greedy: the most likely decision, not a sampled one.
+            **{**self._sampling(self.options.call_tokens), "temperature": 0.0},
+        )
+        async with aclosing(pieces) as stream:
+            async for piece in stream:
+                text += piece
+        return parse_call(text, tools)
+
+    def _sampling(self, max_tokens: int) -> dict[str, Any]:
         opts = self.options
         return {
-            "max_tokens": opts.max_tokens,
+            "max_tokens": max_tokens,
             "temperature": opts.temperature,
             "top_p": opts.top_p,
             "top_k": opts.top_k,
@@ -153,11 +174,24 @@ class LLMBrain(Brain):
             "seed": opts.seed,
         }
 
-    def _tool_message(self, name: str, result: str) -> str:
+    def _shown(self, outcome: ToolResult) -> str:
+        """What the model reads of a result; small models do better with less of it."""
+        keys = self.options.result_keys
+        if keys and isinstance(outcome.value, dict):
+            picked = {k: outcome.value[k] for k in keys if k in outcome.value}
+            if picked:
+                return (
+                    " ".join(str(v) for v in picked.values())
+                    if len(picked) == 1
+                    else (json.dumps(picked))
+                )
+        return outcome.text
+
+    def _tool_message(self, call: ParsedCall, result: str) -> str:
         limit = self.options.tool_result_chars
         if len(result) > limit:
             result = result[: limit - 1] + "…"
-        return f"Result of {name}: {result}\nNow answer the user in one or two short sentences."
+        return f"[{call.name} result] {result}"
 
     def _grammar(self, tools: Sequence[ToolSpec]) -> Any:
         key = tuple(t.model_dump_json() for t in tools)
@@ -165,7 +199,7 @@ class LLMBrain(Brain):
         if grammar is None:
             from llama_cpp import LlamaGrammar
 
-            text = tool_grammar(tools) if tools else _SAY_ONLY
+            text = tool_grammar(tools)
             try:
                 grammar = LlamaGrammar.from_string(text, verbose=False)
             except ValueError as exc:
@@ -174,8 +208,8 @@ class LLMBrain(Brain):
         return grammar
 
     def _fit(
-        self, system: list[dict[str, str]], history: Sequence[ChatMessage]
-    ) -> list[dict[str, Any]]:
+        self, system: str, history: Sequence[ChatMessage], *, with_tools: bool = False
+    ) -> list[dict[str, str]]:
         """System prompt and as much recent history as fits the context window.
 
         Room is kept for the reply and for a tool call and its result; the oldest turns go
@@ -183,13 +217,15 @@ class LLMBrain(Brain):
         too long, since its end is what the user just said).
         """
         model, opts = self.model, self.options
-        budget = model.n_ctx - opts.max_tokens * 2 - opts.tool_result_chars // 3
+        budget = model.n_ctx - opts.max_tokens
+        if with_tools:  # a decision, its instruction, a call and its result come on top
+            budget -= opts.call_tokens * 2 + opts.tool_result_chars // 3 + 64
 
         def cost(message: dict[str, str]) -> int:
             return model.count_tokens(message["content"]) + _MESSAGE_OVERHEAD
 
-        used = sum(cost(m) for m in system)
-        kept: list[dict[str, Any]] = []
+        used = cost({"content": system}) if system else 0
+        kept: list[dict[str, str]] = []
         for message in reversed(history):
             entry = {"role": message.role, "content": message.content}
             need = cost(entry)
@@ -206,4 +242,4 @@ class LLMBrain(Brain):
                 f"the system prompt alone needs {used} tokens, more than the model's context "
                 f"({model.n_ctx}); shorten it or raise brain_options.context_tokens"
             )
-        return system + kept[::-1]
+        return kept[::-1]
