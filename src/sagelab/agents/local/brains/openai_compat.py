@@ -38,6 +38,7 @@ from typing import Any
 
 import openai
 from openai.types.chat import (
+    ChatCompletionAssistantMessageParam,
     ChatCompletionChunk,
     ChatCompletionMessageParam,
     ChatCompletionToolParam,
@@ -129,20 +130,22 @@ class OpenAIBrain(Brain):
             pending = [calls[i] for i in sorted(calls)]
             for i, call in enumerate(pending):
                 call.id = call.id or f"call_{round_no}_{i}"
-            messages.append(
-                {
-                    "role": "assistant",
-                    "content": "".join(text) or None,
-                    "tool_calls": [
-                        {
-                            "id": c.id,
-                            "type": "function",
-                            "function": {"name": c.name, "arguments": c.arguments or "{}"},
-                        }
-                        for c in pending
-                    ],
-                }
-            )
+            assistant: ChatCompletionAssistantMessageParam = {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": c.arguments or "{}"},
+                    }
+                    for c in pending
+                ],
+            }
+            if text:
+                # Absent, not null, when the model said nothing: llama.cpp's server rejects a
+                # null content (HTTP 500), and OpenAI accepts either.
+                assistant["content"] = "".join(text)
+            messages.append(assistant)
             for call in pending:
                 content = await _run(call, call_tool)
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
