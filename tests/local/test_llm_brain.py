@@ -240,3 +240,18 @@ async def test_sessions_share_one_model_and_a_barge_in_frees_it() -> None:
     pieces = await asyncio.wait_for(other, timeout=20)
     assert pieces
     assert a.last_stats[0].completion_tokens < 200
+
+
+@pytest.mark.model
+def test_server_start_warns_once_when_the_llm_cannot_load(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """prepare() at server start: a clear warning, no traceback, the other agents go on."""
+    from sagelab.agents.local.factory import prepare
+
+    options = {"brain": "llm", "brain_options": {"model_path": "./missing.gguf"}}
+    with caplog.at_level("WARNING"):
+        prepare(options, tmp_path)
+    [record] = [r for r in caplog.records if "llm brain is not ready" in r.getMessage()]
+    assert str(tmp_path / "missing.gguf") in record.getMessage()  # resolved next to the file
+    assert record.exc_info is None

@@ -16,15 +16,18 @@ Models load once per process (``prepare`` at server start does it ahead of the f
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from sagelab.agents.base import AgentContext
-from sagelab.agents.local.brain import create_brain
+from sagelab.agents.local.brain import BrainError, create_brain
 from sagelab.agents.local.pipeline import LocalAgent
 from sagelab.agents.local.stt import get_stt
 from sagelab.agents.local.tts import get_tts
 from sagelab.agents.local.vad import VadTurnDetector
+
+log = logging.getLogger(__name__)
 
 
 def _resolve(value: Any, base_dir: Path) -> Any:
@@ -62,7 +65,12 @@ def prepare(options: dict[str, Any], base_dir: Path) -> None:
         stt.warmup()
     _tts(options, base_dir)
     if options.get("brain") == "llm":  # a local LLM loads once per process, here
-        create_brain("llm", _brain_options(options, base_dir))
+        try:
+            create_brain("llm", _brain_options(options, base_dir))
+        except BrainError as exc:
+            # Not installed (no sagelab[llm-local]) or a bad model path: one clear line, not a
+            # traceback at every start; sessions of this agent are refused with the same text.
+            log.warning("the llm brain is not ready: %s", exc)
 
 
 def create(ctx: AgentContext, base_dir: Path) -> LocalAgent:
