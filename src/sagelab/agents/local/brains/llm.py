@@ -121,14 +121,15 @@ class LLMBrain(Brain):
             call = await self._decide(decision_prompt(system), turns + exchanges, tools)
             if call.name is None and call.error is None:
                 break  # no tool: answer
-            exchanges.append({"role": "assistant", "content": call.as_text})
             if call.error is not None:
                 log.info("local LLM wrote a malformed tool call: %s", call.error)
                 result = f"Error: {call.error}"
             else:
                 outcome = await call_tool(call.name or "", call.arguments)
                 result = f"Error: {outcome.text}" if outcome.is_error else self._shown(outcome)
-            exchanges.append({"role": "user", "content": self._tool_message(call, result)})
+            # One note, not an assistant turn holding the call: given its own call as a turn of
+            # its own, SmolLM2-135M answered by repeating it ('update_record {"field": ...}').
+            exchanges.append({"role": "system", "content": self._tool_message(call, result)})
         stats = GenerationStats()
         self.last_stats.append(stats)
         first = True
@@ -191,7 +192,11 @@ class LLMBrain(Brain):
         limit = self.options.tool_result_chars
         if len(result) > limit:
             result = result[: limit - 1] + "…"
-        return f"[{call.name} result] {result}"
+        # Just the result: a 135M model repeats whatever frames it ("The tool answered: ..."),
+        # and the demo tools' summaries are already written to be spoken.
+        if result.startswith("Error: "):
+            return f"That did not work: {result[7:]}"
+        return result
 
     def _grammar(self, tools: Sequence[ToolSpec]) -> Any:
         key = tuple(t.model_dump_json() for t in tools)
