@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,6 @@ import pandas as pd
 import yaml
 
 from sagelab.lab.variants import LabSpec, Variant
-from sagelab.scenarios.model import WaitStep
 from sagelab.scenarios.server import STORE_NAME, write_run_config
 from sagelab.scenarios.suite import ScenarioResult, run_suite
 
@@ -242,8 +241,3 @@ def save_lab(result: LabResult, run_dir: Path) -> None:
     from sagelab.lab.plots import plot_lab
 
     plot_lab(result.replies, run_dir / "lab.png")
-
-
-def turn_steps(spec: LabSpec) -> Sequence[int]:
-    """Scenario step numbers (from 1) that are user turns, in order."""
-    return [i + 1 for i, s in enumerate(spec.scenario.steps) if not isinstance(s, WaitStep)]

@@ -41,11 +41,6 @@ class ParsedCall:
     raw: str
     error: str | None = None
 
-    @property
-    def as_text(self) -> str:
-        """The call as the model reads it back in the conversation."""
-        return f"{self.name} {json.dumps(self.arguments)}" if self.name else self.raw
-
 
 def _arguments_schema(parameters: dict[str, Any]) -> dict[str, Any]:
     """The tool's parameters schema, closed: a key the tool does not know cannot be written."""
