@@ -340,9 +340,8 @@ async def test_openai_runs_a_streamed_tool_call_and_returns_its_result(
     first, second = server.requests
     assert second.body["messages"][:-2] == first.body["messages"]
     assistant, tool_message = second.body["messages"][-2:]
-    assert assistant == {
+    assert assistant == {  # no "content" key at all: llama.cpp's server rejects null
         "role": "assistant",
-        "content": None,
         "tool_calls": [
             {
                 "id": "call_abc",
@@ -403,6 +402,37 @@ async def test_openai_tool_loop_is_capped_and_the_last_round_forbids_tools(
         with pytest.raises(BrainError, match="still asked for tools after 2 rounds"):
             await reply(brain, "search x", demo_tools())
     assert [r.body.get("tool_choice") for r in server.requests] == [None, "none"]
+
+
+@pytest.mark.parametrize(
+    ("choice", "sent"),
+    [
+        ("required", "required"),
+        ("search_records", {"type": "function", "function": {"name": "search_records"}}),
+    ],
+)
+async def test_openai_tool_choice_insists_on_the_first_request_only(
+    llm_brains: Callable[..., Brain], choice: str, sent: object
+) -> None:
+    """For small models that never call a tool unasked; later requests are free again."""
+    script = (
+        ToolCalls([Call("c", "search_records", ['{"query": "x"}'])]),
+        Text(["Done."]),
+    )
+    with ScriptedChatServer(*script) as server:
+        brain = llm_brains(server.base_url, tool_choice=choice, max_tool_rounds=3)
+        assert await reply(brain, "search x", demo_tools()) == ["Done."]
+    assert [r.body.get("tool_choice") for r in server.requests] == [sent, None]
+
+
+async def test_openai_tool_choice_must_name_one_of_the_tools(
+    llm_brains: Callable[..., Brain],
+) -> None:
+    with ScriptedChatServer(Text(["never sent"])) as server:
+        brain = llm_brains(server.base_url, tool_choice="launch_rocket")
+        with pytest.raises(BrainError, match="launch_rocket"):
+            await reply(brain, "search x", demo_tools())
+    assert server.requests == []
 
 
 async def test_openai_sends_the_key_from_the_configured_variable(

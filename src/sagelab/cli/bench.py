@@ -16,7 +16,8 @@ from sagelab.cli.common import ConfigOpt, console, progress_bar, require_agents,
 from sagelab.extras import require
 
 app = typer.Typer(
-    help="Benchmarks: transport, pipeline, accuracy, streaming, network, run (scenarios).",
+    help="Benchmarks: transport, pipeline, accuracy, streaming, network, run (scenarios), "
+    "prompts (the prompt lab).",
     no_args_is_help=True,
 )
 app.command("streaming")(bench_streaming)
@@ -367,3 +368,16 @@ def _print_transport(s: dict) -> None:
             f"server CPU % of one core p50/p95/max: {cpu['p50']}/{cpu['p95']}/{cpu['max']}; "
             f"RSS MB start/max/end: {rss['start']}/{rss['max']}/{rss['end']}"
         )
+
+
+@app.command("prompts")
+def bench_prompts(
+    lab_file: Annotated[Path, typer.Argument(help="Lab YAML: a scenario and prompt variants")],
+    repeat: Annotated[int | None, typer.Option(min=1, help="Runs per variant")] = None,
+    config: ConfigOpt = None,
+    out: Annotated[Path, typer.Option(help="Results go to OUT/<time>-lab-<name>/")] = Path("runs"),
+) -> None:
+    """Prompt lab: one scenario under each prompt variant, N runs each, compared in numbers."""
+    from sagelab.lab.command import prompt_lab
+
+    raise typer.Exit(prompt_lab(lab_file, repeat=repeat, config=config, out=out, console=console))

@@ -79,6 +79,7 @@ _BRAINS: dict[str, str] = {
     "echo": "sagelab.agents.local.brains.echo:EchoBrain",
     "rules": "sagelab.agents.local.brains.rules:RulesBrain",
     "openai": "sagelab.agents.local.brains.openai_compat:OpenAIBrain",
+    "llm": "sagelab.agents.local.brains.llm:LLMBrain",
 }
 BRAIN_NAMES: tuple[str, ...] = tuple(_BRAINS)
 

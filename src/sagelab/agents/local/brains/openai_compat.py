@@ -15,6 +15,7 @@ the model is asked again, until it answers in text. Options::
       max_tokens: null
       timeout_s: 20                         # longest wait for the first token or the next one
       max_tool_rounds: 5                    # model requests per reply; the last forbids tools
+      tool_choice: auto                     # the first request's: auto, required, or a tool name
       extra_body: {}                        # merged into the request (e.g. {top_k: 40})
 
 It uses the official ``openai`` package: it already speaks every server's dialect of SSE and
@@ -37,6 +38,7 @@ from typing import Any
 
 import openai
 from openai.types.chat import (
+    ChatCompletionAssistantMessageParam,
     ChatCompletionChunk,
     ChatCompletionMessageParam,
     ChatCompletionToolParam,
@@ -65,6 +67,10 @@ class OpenAIOptions(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     timeout_s: float = Field(default=20.0, gt=0)
     max_tool_rounds: int = Field(default=5, ge=1, le=20)
+    # "auto" lets the model decide. Small models rarely call a tool on their own, so the first
+    # request of a reply may insist: "required" (OpenAI, vLLM) or one tool's name (also
+    # llama.cpp's chatml-function-calling, which has no "required"). Later requests are "auto".
+    tool_choice: str = Field(default="auto", min_length=1)
     extra_body: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -114,7 +120,8 @@ class OpenAIBrain(Brain):
             final = round_no == rounds - 1
             # aclosing: a barge-in that closes this generator closes the HTTP stream now,
             # not whenever the garbage collector finalises the inner generator.
-            async with aclosing(self._stream(messages, functions, calls, final)) as pieces:
+            choice = self._tool_choice(functions, round_no, final)
+            async with aclosing(self._stream(messages, functions, calls, choice)) as pieces:
                 async for piece in pieces:
                     text.append(piece)
                     yield piece
@@ -123,20 +130,22 @@ class OpenAIBrain(Brain):
             pending = [calls[i] for i in sorted(calls)]
             for i, call in enumerate(pending):
                 call.id = call.id or f"call_{round_no}_{i}"
-            messages.append(
-                {
-                    "role": "assistant",
-                    "content": "".join(text) or None,
-                    "tool_calls": [
-                        {
-                            "id": c.id,
-                            "type": "function",
-                            "function": {"name": c.name, "arguments": c.arguments or "{}"},
-                        }
-                        for c in pending
-                    ],
-                }
-            )
+            assistant: ChatCompletionAssistantMessageParam = {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": c.arguments or "{}"},
+                    }
+                    for c in pending
+                ],
+            }
+            if text:
+                # Absent, not null, when the model said nothing: llama.cpp's server rejects a
+                # null content (HTTP 500), and OpenAI accepts either.
+                assistant["content"] = "".join(text)
+            messages.append(assistant)
             for call in pending:
                 content = await _run(call, call_tool)
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
@@ -151,13 +160,13 @@ class OpenAIBrain(Brain):
         messages: list[ChatCompletionMessageParam],
         functions: list[ChatCompletionToolParam],
         calls: dict[int, _PendingCall],
-        final: bool,
+        choice: Any,
     ) -> AsyncGenerator[str, None]:
         """One request: yield its text, collect its tool calls into ``calls``."""
         timeout = self.options.timeout_s
         try:
             async with asyncio.timeout(timeout):
-                stream = await self._create(messages, functions, final)
+                stream = await self._create(messages, functions, choice)
         except (openai.OpenAIError, TimeoutError, ValueError) as exc:
             raise self._error(exc) from exc
         try:
@@ -177,11 +186,31 @@ class OpenAIBrain(Brain):
             # so the server stops generating for a reply nobody will hear.
             await stream.close()
 
+    def _tool_choice(
+        self, functions: list[ChatCompletionToolParam], round_no: int, final: bool
+    ) -> Any:
+        """``tool_choice`` of one request: none on the last, the option's on the first."""
+        if not functions:
+            return openai.omit
+        if final:
+            return "none"
+        wanted = self.options.tool_choice
+        if round_no > 0 or wanted == "auto":
+            return openai.omit
+        if wanted in ("required", "none"):
+            return wanted
+        if wanted not in {f["function"]["name"] for f in functions}:
+            raise BrainError(
+                f"brain_options.tool_choice names {wanted!r}, which is not one of the agent's "
+                "tools; use auto, required or a tool name"
+            )
+        return {"type": "function", "function": {"name": wanted}}
+
     async def _create(
         self,
         messages: list[ChatCompletionMessageParam],
         functions: list[ChatCompletionToolParam],
-        final: bool,
+        choice: Any,
     ) -> openai.AsyncStream[ChatCompletionChunk]:
         opts = self.options
         return await self._get_client().chat.completions.create(
@@ -189,7 +218,7 @@ class OpenAIBrain(Brain):
             messages=messages,
             stream=True,
             tools=functions or openai.omit,
-            tool_choice="none" if functions and final else openai.omit,
+            tool_choice=choice,
             temperature=opts.temperature if opts.temperature is not None else openai.omit,
             max_tokens=opts.max_tokens if opts.max_tokens is not None else openai.omit,
             extra_body=opts.extra_body or None,
