@@ -12,14 +12,17 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nbformat
 import pandas as pd
 import pytest
 from nb_helpers import REPO, scratch_notebooks
-from nbclient import NotebookClient
 
 from sagelab.metrics.accuracy import score
+
+if TYPE_CHECKING:  # nbformat and nbclient cost ~2 s of imports in every test worker
+    import nbformat
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -34,6 +37,9 @@ def run_notebook(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     root = scratch_notebooks(tmp_path)
+    import nbformat
+    from nbclient import NotebookClient
+
     nb = nbformat.read(root / "notebooks" / name, as_version=4)
     client = NotebookClient(
         nb,

@@ -5,13 +5,15 @@ latency table."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nbformat
 import pytest
 from nb_helpers import REPO, scratch_notebooks
-from nbclient import NotebookClient
 
 from sagelab.metrics.accuracy import score
+
+if TYPE_CHECKING:  # nbformat and nbclient cost ~2 s of imports in every test worker
+    import nbformat
 
 pytestmark = pytest.mark.timeout(300)
 # These run with their work shrunk (SAGELAB_NB_* parameters) in test_analysis_notebooks.py.
@@ -22,6 +24,9 @@ NOTEBOOKS = sorted(
 
 
 def run_notebook(name: str, root: Path) -> nbformat.NotebookNode:
+    import nbformat
+    from nbclient import NotebookClient
+
     nb = nbformat.read(root / "notebooks" / name, as_version=4)
     client = NotebookClient(
         nb,
