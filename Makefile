@@ -49,18 +49,20 @@ $(CHROMIUM):
 chromium: $(CHROMIUM)
 
 # Most slow tests wait on the wall clock (audio streamed in real time, servers, subprocesses),
-# not on the CPU, so more workers than cores pays: measured best on 2 cores (see
-# docs/testing.md). loadgroup keeps each xdist_group (tests/conftest.py) on one worker.
+# not on the CPU, so more workers than cores pays (see docs/testing.md). loadfile keeps each
+# module on one worker: module-scoped servers, JupyterLab and Chromium start once, and
+# test_fuzz_live's last test sees the server its fuzz tests used. (loadgroup would be finer,
+# but with pytest 9.2 it silently stops grouping: pytest-dev/pytest-xdist#1386.)
 TEST_WORKERS ?= 6
 
 # The suite includes tests/packaging/test_installed_wheel.py (marker `install`): the wheel in a
 # clean virtual environment, run from an empty folder.
 test: install $(CHROMIUM) lint typecheck docs
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=30
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=30
 
 # The quick loop: lint, types, then the fast tier (no models, browser, locust or long waits).
 check: lint typecheck
-	$(BIN)/python -m pytest -q -m fast -n 2
+	$(BIN)/python -m pytest -q -m fast -n 2 --dist loadfile
 
 typecheck: install
 	$(BIN)/mypy

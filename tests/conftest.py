@@ -113,13 +113,6 @@ TEST_TIERS = {
 
 # Fixtures that put a test in a tier wherever it is (browser first: it also needs the models).
 FIXTURE_TIERS = {"chromium": "browser", "jupyter_lab": "browser", "audio_sage_url": "model"}
-# A module's tests that use these costly fixtures (a ``sagelab serve`` loading every model,
-# JupyterLab, Chromium) run on one xdist worker, so each module starts them once; different
-# modules still run side by side.
-COSTLY_FIXTURES = {"audio_sage_url", "jupyter_lab", "chromium"}
-# Modules whose tests must run on one worker, in order: test_fuzz_live's last test checks the
-# server the fuzz tests before it used.
-ONE_WORKER_MODULES = {"reliability/test_fuzz_live.py"}
 
 
 def _relative(path: Path) -> str:
@@ -164,9 +157,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         tier = tier_of(item)
         if not any(m.name == tier for m in item.iter_markers()):
             item.add_marker(getattr(pytest.mark, tier))
-        module = _relative(item.path)
-        if module in ONE_WORKER_MODULES or COSTLY_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group(module))
 
 
 @pytest.fixture
