@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from sagelab.config import ToolSpec
-from sagelab.conversation.session import Interrupted
+from sagelab.conversation.session import AgentTurn, Interrupted
 
 
 @dataclass(frozen=True)
@@ -56,16 +56,6 @@ class ToolResult:
         return self.value if isinstance(self.value, str) else json.dumps(self.value)
 
 
-class AgentTurn(Protocol):
-    """One agent turn: everything it emits shares ``event_id``."""
-
-    @property
-    def event_id(self) -> int: ...
-
-    @property
-    def interrupted(self) -> bool: ...
-
-
 class AgentContext(Protocol):
     """The session side of the interface, implemented by the server's conversation core."""
 
@@ -85,7 +75,12 @@ class AgentContext(Protocol):
 
     async def agent_response(self, turn: AgentTurn, text: str) -> None: ...
 
-    async def agent_audio(self, turn: AgentTurn, pcm: np.ndarray) -> None:
+    async def agent_audio(
+        self,
+        turn: AgentTurn,
+        pcm: np.ndarray,
+        alignment: list[tuple[str, float]] | None = None,
+    ) -> None:
         """Queue 16 kHz PCM16 for the client; the context paces it in real time."""
         ...
 

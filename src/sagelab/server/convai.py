@@ -77,8 +77,8 @@ class ConvAITransport(Transport):
         # presents it on its reconnect as ?resume_token=.
         msg = wire.ConversationInitiationMetadata(
             conversation_id=conversation_id,
-            agent_output_audio_format=output_format,
-            user_input_audio_format=input_format,
+            agent_output_audio_format=output_format,  # type: ignore[arg-type]  # checked at load
+            user_input_audio_format=input_format,  # type: ignore[arg-type]
             sagelab_resume_token=self.resume_token,
             sagelab_resume_grace_s=self.resume_grace_s if self.resume_token else None,
         )

@@ -19,7 +19,7 @@ import importlib.util
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,7 +138,7 @@ class LoadedModel:
 
     async def stream_chat(
         self, stats: GenerationStats | None = None, **request: Any
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Yield the text of a chat completion as llama.cpp produces it.
 
         ``request`` goes to ``Llama.create_chat_completion`` (messages, grammar, sampling).
