@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -192,7 +193,8 @@ def speech_patterns(draw: st.DrawFn) -> MarkedSpeech:
     return speech.add_silence(1500)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.timeout(900)  # 40 simulated conversations; minutes of CPU on a loaded machine
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     speech=speech_patterns(),
     chunk_ms=st.integers(10, 500),
