@@ -34,10 +34,15 @@ import numpy as np
 
 from sagelab.audio import PCM16, SAMPLE_RATE, load_audio, speech_bounds
 
+# The energy reference of ``speech_bounds``: a 10 ms frame louder than -40 dBFS is speech.
+_FRAME = SAMPLE_RATE // 100
+_THRESHOLD_DBFS = -40.0
+
 Start = Literal["after_greeting", "during_greeting"]
 KINDS = ("single", "passage", "over_greeting", "after_turn_end")
 STARTS: tuple[Start, ...] = ("after_greeting", "during_greeting")
 PAD_S = 0.1
+PREROLL_S = 0.3  # audio before a turn's speech the agent keeps (LocalAgent's preroll_ms)
 MAX_PAUSE_S = 10.0
 MAX_LEAD_S = 30.0
 
@@ -240,3 +245,59 @@ def windows(audio: CaseAudio, max_s: float = 28.0) -> list[PCM16]:
             begin = previous
     out.append(audio.pcm[begin:])
     return out
+
+
+def speech_runs(pcm: PCM16, min_pause_s: float) -> list[tuple[int, int]]:
+    """``(start, end)`` samples of the speech in ``pcm``, split at every pause of at least
+    ``min_pause_s``.
+
+    Speech is what ``speech_bounds`` calls speech (10 ms frames louder than -40 dBFS), so a
+    pause is both the silence a case puts between two recordings (digital silence and room
+    tone, both below the threshold) and a silence inside one recording ("rear ... right").
+    """
+    n = pcm.size // _FRAME
+    if n == 0:
+        return []
+    frames = pcm[: n * _FRAME].astype(np.float32).reshape(n, _FRAME)
+    loud = np.flatnonzero(
+        (frames * frames).mean(axis=1) > (32768.0**2) * 10 ** (_THRESHOLD_DBFS / 10)
+    )
+    if loud.size == 0:
+        return []
+    min_gap = math.ceil(min_pause_s * SAMPLE_RATE / _FRAME - 1e-9)  # in frames
+    runs: list[tuple[int, int]] = []
+    first = previous = int(loud[0])
+    for frame in loud[1:].tolist():
+        if frame - previous - 1 >= min_gap:
+            runs.append((first * _FRAME, (previous + 1) * _FRAME))
+            first = frame
+        previous = frame
+    runs.append((first * _FRAME, (previous + 1) * _FRAME))
+    return runs
+
+
+def turns(audio: CaseAudio, end_silence_s: float, preroll_s: float = PREROLL_S) -> list[PCM16]:
+    """The case's speech cut as a loss-free turn-taker that ends a turn after
+    ``end_silence_s`` of silence would cut it: one piece per run of speech between pauses of
+    at least ``end_silence_s``.
+
+    Each piece is laid out like the agent's utterances: it starts ``preroll_s`` before its
+    speech (never before the previous piece's end) and ends ``end_silence_s`` after it, the
+    silence the detector waited through; outside the case's own audio that is digital
+    silence, as the microphone sends before and after the speech. Transcribing each piece
+    alone is what that turn-taker's speech-to-text hears, with nothing dropped.
+    """
+    runs = speech_runs(audio.pcm, end_silence_s)
+    if not runs:
+        return [audio.pcm]
+    before, after = round(preroll_s * SAMPLE_RATE), round(end_silence_s * SAMPLE_RATE)
+    padded = np.concatenate(
+        [np.zeros(before, np.int16), audio.pcm, np.zeros(after, np.int16)]
+    ).astype(np.int16, copy=False)
+    pieces: list[PCM16] = []
+    end = 0
+    for first, last in runs:  # in ``padded``, speech at ``first`` of ``pcm`` is at first + before
+        start = max(end, first)  # (first + before) - before: the pre-roll
+        end = last + before + after
+        pieces.append(padded[start:end])
+    return pieces

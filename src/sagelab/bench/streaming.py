@@ -1,20 +1,26 @@
 """``sagelab bench streaming``: does streaming lose words that offline transcription keeps?
 
-The same Whisper model hears the same speech twice:
+The same Whisper model (the agent's own speech-to-text object: ``get_stt`` with the agent's
+``stt`` options) hears the same speech three ways:
 
-* **offline**: the agent's own speech-to-text object (``get_stt`` with the agent's ``stt``
-  options) transcribes each case's whole speech at once (split at pauses only past 28 s);
+* **offline**: each case's whole speech at once (split at pauses only past 28 s), with all
+  its context;
+* **offline per turn**: the case cut at every pause at least as long as the agent's
+  end-of-turn silence (``vad.end_silence_ms`` in the agents file, rounded up to whole VAD
+  windows as the detector counts it), each piece transcribed alone and the texts joined:
+  what a turn-taker that loses nothing hears when it ends a turn at each such pause;
 * **streaming**: a ``sagelab.client.Session`` talks to the real server and agent like a
   microphone would: an unbroken real-time stream of ``chunk_ms`` chunks on an absolute
   schedule, silence before and after the speech, the agent's greeting and replies playing,
   barge-in when the user speaks over them. Every ``user_transcript`` of the conversation is
   kept, in order (also those after an interruption), and joined.
 
-Both are scored against the case's reference (``sagelab.bench.streamreport``, with
+All are scored against the case's reference (``sagelab.bench.streamreport``, with
 ``sagelab.metrics.accuracy``'s normalisation). The check passes when the pooled streaming
-WER is within 1 point of the pooled offline WER at every chunk size: transcription by turns
-may differ from one pass by a word, but audio lost between turns shows up as many deleted
-words.
+WER is within 1 point of the pooled per-turn WER at every chunk size: both baselines come from
+the case definition alone, so audio the server loses between turns shows up as deleted words
+against them. The gap from the whole-case WER is reported too: it is what ending turns at
+pauses costs Whisper in context, whatever the transport.
 
 Several sessions run at once (``sessions``); each runs in real time, so the model calls of
 one session queue behind the others' on the shared model executor. That delays transcripts,
@@ -25,6 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -33,8 +41,15 @@ from typing import Any
 import numpy as np
 
 from sagelab.audio import SAMPLE_RATE, RealtimeSchedule, silence
-from sagelab.bench.streamcases import CaseAudio, windows
-from sagelab.bench.streamreport import OFFLINE, Heard, StreamingReport, mode_name, report
+from sagelab.bench.streamcases import PREROLL_S, CaseAudio, turns, windows
+from sagelab.bench.streamreport import (
+    OFFLINE,
+    PER_TURN,
+    Heard,
+    StreamingReport,
+    mode_name,
+    report,
+)
 from sagelab.client import Session, SessionError
 
 DEFAULT_CHUNKS_MS = (20, 32, 100, 250)
@@ -53,12 +68,40 @@ def transcribe_offline(cases: Sequence[CaseAudio], stt: Any) -> list[Heard]:
     return out
 
 
+def transcribe_per_turn(cases: Sequence[CaseAudio], stt: Any, end_silence_s: float) -> list[Heard]:
+    """Each case cut at its pauses of at least ``end_silence_s`` (``streamcases.turns``),
+    every piece through ``stt.transcribe`` alone, the texts kept in order."""
+    out = []
+    for audio in cases:
+        pieces = turns(audio, end_silence_s)
+        texts = tuple(stt.transcribe(piece).text for piece in pieces)
+        out.append(Heard(audio.case.id, PER_TURN, None, texts, details={"turns": len(pieces)}))
+    return out
+
+
 def agent_stt(agent: Any) -> Any:
     """The speech-to-text object a ``local`` agent spec uses (same weights, same options)."""
     from sagelab.agents.local.stt import get_stt
 
     options = dict((agent.options or {}).get("stt") or {})
     return get_stt(**options)
+
+
+def end_of_turn_silence_s(agent: Any) -> tuple[float, float]:
+    """The agent's end-of-turn silence: as configured (``vad.end_silence_ms``, else the
+    detector's default) and as the detector counts it, in whole 32 ms Silero windows
+    (400 ms is 13 windows, 416 ms), both in seconds.
+
+    The counted figure is the one that decides: a 0.40 s pause does not end an audio-sage
+    turn and a 0.45 s one does. Cutting the per-turn baseline at the configured figure
+    would split turns the agent keeps whole.
+    """
+    from sagelab.agents.local.vad import WINDOW_MS, VadTurnDetector
+
+    vad = dict((agent.options or {}).get("vad") or {})
+    default = inspect.signature(VadTurnDetector).parameters["end_silence_ms"].default
+    ms = float(vad.get("end_silence_ms", default))
+    return ms / 1000, math.ceil(ms / WINDOW_MS - 1e-9) * WINDOW_MS / 1000
 
 
 # -- streaming -----------------------------------------------------------------------------
@@ -372,8 +415,9 @@ def run_check(
     on_done: Callable[[Heard], None] | None = None,
     **options: Any,
 ) -> StreamingReport:
-    """Offline first (nothing else running), then every (case, chunk size) conversation
-    against ``url`` or an in-process server with the bundled ``agent_id``."""
+    """Both offline baselines first (nothing else running), then every (case, chunk size)
+    conversation against ``url`` or an in-process server with the bundled ``agent_id``.
+    ``on_offline`` is called once per case, when both baselines have it."""
     import tempfile
 
     from sagelab.server.app import BackgroundServer
@@ -381,18 +425,22 @@ def run_check(
     with tempfile.TemporaryDirectory(prefix="sagelab-streaming-") as tmp:
         cfg = server_config(config, agent_id, Path(tmp))
         stt = agent_stt(cfg.agents[0])
+        configured_s, end_silence_s = end_of_turn_silence_s(cfg.agents[0])
         offline = []
         for audio in cases:
-            (heard,) = transcribe_offline([audio], stt)
-            offline.append(heard)
+            (whole,) = transcribe_offline([audio], stt)
+            (per_turn,) = transcribe_per_turn([audio], stt, end_silence_s)
+            offline += [whole, per_turn]
             if on_offline is not None:
-                on_offline(heard)
+                on_offline(per_turn)
         conditions: dict[str, Any] = {
             "agent": agent_id, "chunks_ms": list(chunks_ms), "sessions": sessions,
             "stages": bool(options.get("stages", False)),
             "server": url or "in-process (bundled)", "cases": len(cases),
             "speech_s": round(sum(a.duration_s for a in cases), 1),
             "ref_words": sum(len(a.reference.split()) for a in cases),
+            "end_silence_ms": round(configured_s * 1000),
+            "turn_cut_ms": round(end_silence_s * 1000), "preroll_ms": round(PREROLL_S * 1000),
         }  # fmt: skip
         t0 = time.monotonic()
 
