@@ -276,28 +276,38 @@ def speech_runs(pcm: PCM16, min_pause_s: float) -> list[tuple[int, int]]:
     return runs
 
 
-def turns(audio: CaseAudio, end_silence_s: float, preroll_s: float = PREROLL_S) -> list[PCM16]:
-    """The case's speech cut as a loss-free turn-taker that ends a turn after
-    ``end_silence_s`` of silence would cut it: one piece per run of speech between pauses of
-    at least ``end_silence_s``.
+def turn_bounds(
+    audio: CaseAudio, end_silence_s: float, preroll_s: float = PREROLL_S
+) -> list[tuple[int, int]]:
+    """Where a loss-free turn-taker that ends a turn after ``end_silence_s`` of silence cuts
+    the case: ``(start, end)`` samples of each turn, relative to the case's audio (a start
+    below 0 or an end past its length reaches into the silence the microphone sends around
+    the speech).
 
-    Each piece is laid out like the agent's utterances: it starts ``preroll_s`` before its
-    speech (never before the previous piece's end) and ends ``end_silence_s`` after it, the
-    silence the detector waited through; outside the case's own audio that is digital
-    silence, as the microphone sends before and after the speech. Transcribing each piece
-    alone is what that turn-taker's speech-to-text hears, with nothing dropped.
+    One turn per run of speech between pauses of at least ``end_silence_s``, laid out like
+    the agent's utterances: it starts ``preroll_s`` before its speech (never before the
+    previous turn's end) and ends ``end_silence_s`` after it, the silence the detector
+    waited through.
     """
-    runs = speech_runs(audio.pcm, end_silence_s)
-    if not runs:
-        return [audio.pcm]
+    bounds: list[tuple[int, int]] = []
     before, after = round(preroll_s * SAMPLE_RATE), round(end_silence_s * SAMPLE_RATE)
+    for first, last in speech_runs(audio.pcm, end_silence_s):
+        start = first - before if not bounds else max(bounds[-1][1], first - before)
+        bounds.append((start, last + after))
+    return bounds
+
+
+def turns(audio: CaseAudio, end_silence_s: float, preroll_s: float = PREROLL_S) -> list[PCM16]:
+    """The audio of each of ``turn_bounds``, digital silence outside the case's own audio.
+
+    Transcribing each alone is what a turn-taker with that end-of-turn rule hears when it
+    drops nothing: the per-turn offline baseline.
+    """
+    bounds = turn_bounds(audio, end_silence_s, preroll_s)
+    if not bounds:
+        return [audio.pcm]
+    low, high = min(0, bounds[0][0]), max(audio.pcm.size, bounds[-1][1])
     padded = np.concatenate(
-        [np.zeros(before, np.int16), audio.pcm, np.zeros(after, np.int16)]
+        [np.zeros(-low, np.int16), audio.pcm, np.zeros(high - audio.pcm.size, np.int16)]
     ).astype(np.int16, copy=False)
-    pieces: list[PCM16] = []
-    end = 0
-    for first, last in runs:  # in ``padded``, speech at ``first`` of ``pcm`` is at first + before
-        start = max(end, first)  # (first + before) - before: the pre-roll
-        end = last + before + after
-        pieces.append(padded[start:end])
-    return pieces
+    return [padded[start - low : end - low] for start, end in bounds]

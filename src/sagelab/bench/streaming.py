@@ -75,7 +75,7 @@ def transcribe_per_turn(cases: Sequence[CaseAudio], stt: Any, end_silence_s: flo
     for audio in cases:
         pieces = turns(audio, end_silence_s)
         texts = tuple(stt.transcribe(piece).text for piece in pieces)
-        out.append(Heard(audio.case.id, PER_TURN, None, texts, details={"turns": len(pieces)}))
+        out.append(Heard(audio.case.id, PER_TURN, None, texts))  # one transcript per turn
     return out
 
 
