@@ -207,6 +207,7 @@ async def stream_case(
     t0 = time.monotonic_ns()
     details: dict[str, Any] = {"speech_s": round(audio.duration_s, 2)}
     error: str | None = None
+    speech_end_ns: int | None = None
     connect = Session.connect(base_url, agent_id, chunk_ms=chunk_ms, record_audio=False,
                               stages=stages)  # fmt: skip
     async with connect as s:
@@ -224,13 +225,13 @@ async def stream_case(
             mic.play(silence(tail_s * 1000))
             speech_index = len(s.timeline.events)
             speech_ns = await _unless_stopped(first, sending)
-            end_ns = await _unless_stopped(last, sending)
+            end_ns = speech_end_ns = await _unless_stopped(last, sending)
             details["greeting_playing"] = _agent_playing_at(s, speech_ns)
             deadline = time.monotonic() + max_wait_s
             while True:
                 quiet_since = max(_last_activity_ns(s), end_ns + int(tail_s * 1e9))
                 quiet = time.monotonic_ns() - quiet_since >= settle_s * 1e9
-                if quiet and not _transcription_pending(s, speech_index):
+                if quiet and not _transcription_pending(s, speech_index, end_ns):
                     break
                 if s.closed:
                     error = f"session closed ({s.close_code}: {s.close_reason})"
@@ -244,9 +245,10 @@ async def stream_case(
             with contextlib.suppress(asyncio.CancelledError):
                 await sending
         events = s.timeline.events
-        transcripts = tuple(
-            str(e.data.get("user_transcript", "")) for e in events if e.type == "user_transcript"
-        )
+        said = [e for e in events if e.type == "user_transcript"]
+        transcripts = tuple(str(e.data.get("user_transcript", "")) for e in said)
+        if said and speech_end_ns is not None:  # how long after the speech the last came
+            details["last_transcript_s"] = round((said[-1].t_ns - speech_end_ns) / 1e9, 2)
         details.update(
             turns=sum(1 for e in events if e.type == "agent_response"),
             interruptions=sum(1 for e in events if e.type == "interruption"),
@@ -294,16 +296,22 @@ async def _greeting_done(session: Session, timeout: float) -> None:
         await session.wait_agent_done(quiet_s=0.3, timeout=remaining)
 
 
-def _transcription_pending(session: Session, since: int) -> bool:
+def _transcription_pending(session: Session, since: int, speech_end_ns: int) -> bool:
     """Whether a transcript of the user's speech (timeline events from ``since`` on) may
     still come.
 
     With stages, a sagelab server reports an ``utterance`` stage when it starts transcribing
     a turn and an ``stt`` stage when the transcript is there: pending is the newest turn
     without ``stt`` (an older one was dropped for a newer turn, which is a loss to measure,
-    not something to wait for). Without them, an agent that answers every transcript is
-    done when the last transcript has its ``agent_response``, and pending while there is
-    no transcript at all.
+    not something to wait for).
+
+    Without them, the client cannot see a transcription under way, but it knows the agent
+    answers only once the user is done, and the user's last turn ends after the last of
+    the speech was sent (``speech_end_ns``). So it is done when an ``agent_response``
+    arrived after that and the last transcript has its ``agent_response``. A reply to an
+    earlier turn does not settle it: on a loaded machine the later turns may still be
+    queued for the model (seen at load 20+: a reply to the second turn of a passage came
+    seconds before the other two turns' transcripts).
     """
     events = session.timeline.events[since:]
     if any(e.type == STAGE for e in events):
@@ -316,7 +324,8 @@ def _transcription_pending(session: Session, since: int) -> bool:
                 done.add(e.event_id)
         return latest is not None and latest not in done
     kinds = [e.type for e in events if e.type in ("user_transcript", "agent_response")]
-    return "user_transcript" not in kinds or kinds[-1] == "user_transcript"
+    answered = any(e.type == "agent_response" and e.t_ns > speech_end_ns for e in events)
+    return not answered or "user_transcript" not in kinds or kinds[-1] == "user_transcript"
 
 
 async def _unless_stopped(mark: asyncio.Future[int], sending: asyncio.Task[None]) -> int:

@@ -174,7 +174,7 @@ def print_report(result: Any) -> None:
                 f"  per turn:  {row.per_turn_hypothesis} ({row.per_turn_transcripts} turns)",
                 highlight=False,
             )
-        console.print(f"  streaming: {row.hypothesis} ({row.transcripts} transcripts)",
+        console.print(f"  streaming: {' | '.join(row.texts)} ({row.transcripts} transcripts)",
                       highlight=False)  # fmt: skip
     if "plot" in c:
         console.print(f"figure: {c['plot']}")

@@ -68,7 +68,8 @@ def per_case_table(cases: Sequence[CaseAudio], heard: Sequence[Heard]) -> Any:
         rows.append({
             "case": h.case, "kind": audio.case.kind, "mode": h.mode, "chunk_ms": h.chunk_ms,
             "wer": acc.wer, "word_errors": acc.word_errors, "ref_words": acc.ref_words,
-            "transcripts": len(h.transcripts), "reference": acc.reference,
+            "transcripts": len(h.transcripts), "texts": list(h.transcripts),
+            "reference": acc.reference,
             "hypothesis": acc.hypothesis, "error": h.error, **h.details,
         })  # fmt: skip
     order = [*BASELINES, *sorted({h.mode for h in heard} - set(BASELINES), key=_chunk_of)]
@@ -137,7 +138,7 @@ def failures(per_case: Any, tolerance: float = TOLERANCE) -> Any:
     columns += ["reference", "hypothesis", "offline_hypothesis"]
     if baseline == PER_TURN:
         columns += ["per_turn_hypothesis", "per_turn_transcripts"]
-    columns += ["transcripts", "error"]
+    columns += ["transcripts", "texts", "error"]
     if "timed_out" in streaming.columns:
         columns.append("timed_out")
     return streaming.loc[worse | streaming["error"].notna(), columns].reset_index(drop=True)
