@@ -6,6 +6,11 @@ baseline is only fair if it is what the agent's turn detector (Silero VAD with t
 ``vad`` options) does with the same audio: cutting more often would make the baseline worse
 than the agent and let a loss through; cutting less often would charge streaming with
 Whisper's segmentation errors. This runs the real detector over every bundled case.
+
+The speech starts on a whole 32 ms window here. In a conversation it starts wherever the
+greeting left the stream, and for 3 of 16 sub-window offsets the detector also splits the
+alsa passage's "front left | front center" (a 0.3 s pause plus the fade of "left"): one more
+turn, not a different cut elsewhere (docs/accuracy.md).
 """
 
 from __future__ import annotations
