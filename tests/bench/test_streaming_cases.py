@@ -379,8 +379,12 @@ class _Session:
 def test_a_transcription_is_pending_until_its_reply_or_its_stt_stage() -> None:
     from sagelab.bench.streaming import STAGE, _transcription_pending
 
-    def pending(*events: tuple[str, int | None, dict[str, object]], end: int = 0) -> bool:
-        return _transcription_pending(_Session(*events), 0, end)  # type: ignore[arg-type]
+    def pending(*events: tuple[str, int | None, dict[str, object]], speech_to: int = 0) -> bool:
+        # The case's speech is sent until ``speech_to`` ns, one second of it a millisecond.
+        def speech_after(t_ns: int) -> float:
+            return max(0, speech_to - t_ns) / 1_000_000
+
+        return _transcription_pending(_Session(*events), 0, speech_after)  # type: ignore[arg-type]
 
     said, reply = ("user_transcript", 3, {}), ("agent_response", 3, {})
     # Without stage timings: nothing heard yet, or a transcript still waiting for its reply.
@@ -388,11 +392,13 @@ def test_a_transcription_is_pending_until_its_reply_or_its_stt_stage() -> None:
     assert pending(said)
     assert not pending(said, reply)
     assert pending(said, reply, ("user_transcript", 4, {}))
-    # A reply that came before the last of the speech was sent answers an earlier turn: the
-    # last turns may still be queued for transcription (event n arrives at n ms).
-    assert pending(said, reply, end=1_500_000)
+    # A reply with seconds of speech sent after it answers an earlier turn: the last turns
+    # may still be queued for transcription (event n arrives at n ms).
+    assert pending(said, reply, speech_to=2_500_000)
     assert not pending(said, reply, ("user_transcript", 4, {}), ("agent_response", 4, {}),
-                       end=1_500_000)  # fmt: skip
+                       speech_to=2_500_000)  # fmt: skip
+    # A breath after the last word (under 0.5 s of "speech" by energy) needs no answer.
+    assert not pending(said, reply, speech_to=1_000_000 + 400_000)
     # With them: the newest turn being transcribed decides; an older one that was dropped
     # for it is a loss, not a reason to wait.
     cut = (STAGE, 5, {"stage": "utterance"})

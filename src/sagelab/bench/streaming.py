@@ -30,6 +30,7 @@ which is part of real use; the number of sessions is reported with the figures.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import inspect
 import math
@@ -41,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from sagelab.audio import SAMPLE_RATE, RealtimeSchedule, silence
-from sagelab.bench.streamcases import PREROLL_S, CaseAudio, turns, windows
+from sagelab.bench.streamcases import PREROLL_S, CaseAudio, speech_runs, turns, windows
 from sagelab.bench.streamreport import (
     OFFLINE,
     PER_TURN,
@@ -124,6 +125,8 @@ class Microphone:
         self._pending: list[np.ndarray] = []
         self._sent = 0  # samples of queued audio sent so far
         self._queued = 0
+        self._log_ns: list[int] = []  # send time of each chunk ...
+        self._log_sent: list[int] = []  # ... and the queued samples sent by then
         self._marks: list[tuple[int, asyncio.Future[int]]] = []
         self.max_late_s = 0.0
         self.error: str | None = None
@@ -139,6 +142,16 @@ class Microphone:
         self._pending.append(pcm)
         self._queued += pcm.size
         return first, last
+
+    @property
+    def queued(self) -> int:
+        """Samples queued so far: where the next ``play`` starts in the queued stream."""
+        return self._queued
+
+    def sent_by(self, t_ns: int) -> int:
+        """Queued samples sent at or before ``t_ns`` (monotonic ns)."""
+        i = bisect.bisect_right(self._log_ns, t_ns)
+        return self._log_sent[i - 1] if i else 0
 
     def _take(self) -> np.ndarray:
         parts: list[np.ndarray] = []
@@ -169,6 +182,8 @@ class Microphone:
             except SessionError as exc:
                 self.error = str(exc)
                 return
+            self._log_ns.append(sent_ns)
+            self._log_sent.append(self._sent)
             due = [m for m in self._marks if m[0] < self._sent]
             for mark in due:
                 self._marks.remove(mark)
@@ -221,7 +236,14 @@ async def stream_case(
                     await s.wait_for("audio", timeout=greeting_timeout_s)
             if case.lead_s > 0:
                 mic.play(silence(case.lead_s * 1000))
+            offset = mic.queued
             first, last = mic.play(audio.pcm)
+            runs = speech_runs(audio.pcm, 0.0)
+
+            def speech_after(t_ns: int) -> float:  # seconds of the case's speech sent later
+                sent = min(max(0, mic.sent_by(t_ns) - offset), audio.pcm.size)
+                return sum(max(0, end - max(start, sent)) for start, end in runs) / SAMPLE_RATE
+
             mic.play(silence(tail_s * 1000))
             speech_index = len(s.timeline.events)
             speech_ns = await _unless_stopped(first, sending)
@@ -231,7 +253,7 @@ async def stream_case(
             while True:
                 quiet_since = max(_last_activity_ns(s), end_ns + int(tail_s * 1e9))
                 quiet = time.monotonic_ns() - quiet_since >= settle_s * 1e9
-                if quiet and not _transcription_pending(s, speech_index, end_ns):
+                if quiet and not _transcription_pending(s, speech_index, speech_after):
                     break
                 if s.closed:
                     error = f"session closed ({s.close_code}: {s.close_reason})"
@@ -296,7 +318,12 @@ async def _greeting_done(session: Session, timeout: float) -> None:
         await session.wait_agent_done(quiet_s=0.3, timeout=remaining)
 
 
-def _transcription_pending(session: Session, since: int, speech_end_ns: int) -> bool:
+UNANSWERED_S = 0.5  # speech sent after the agent's last reply that it must still answer
+
+
+def _transcription_pending(
+    session: Session, since: int, speech_after: Callable[[int], float]
+) -> bool:
     """Whether a transcript of the user's speech (timeline events from ``since`` on) may
     still come.
 
@@ -306,12 +333,14 @@ def _transcription_pending(session: Session, since: int, speech_end_ns: int) -> 
     not something to wait for).
 
     Without them, the client cannot see a transcription under way, but it knows the agent
-    answers only once the user is done, and the user's last turn ends after the last of
-    the speech was sent (``speech_end_ns``). So it is done when an ``agent_response``
-    arrived after that and the last transcript has its ``agent_response``. A reply to an
-    earlier turn does not settle it: on a loaded machine the later turns may still be
-    queued for the model (seen at load 20+: a reply to the second turn of a passage came
-    seconds before the other two turns' transcripts).
+    answers only once the user is done. So it is pending while the last transcript has no
+    ``agent_response`` yet, or while more than ``UNANSWERED_S`` of the case's speech
+    (``speech_after``: seconds of speech, by the energy reference, sent after a time) went
+    out after the last ``agent_response``. A reply to an earlier turn does not settle it: on
+    a loaded machine the later turns may still be queued for the model (seen at load 20+: a
+    reply to the second turn of a passage came 15 s before the speech ended, and the wait
+    gave up before the other two turns' transcripts). The margin lets a quiet breath after
+    the last word, which the detector does not count as speech, go unanswered.
     """
     events = session.timeline.events[since:]
     if any(e.type == STAGE for e in events):
@@ -323,9 +352,10 @@ def _transcription_pending(session: Session, since: int, speech_end_ns: int) -> 
             elif (e.type == STAGE and e.data.get("stage") == "stt") or e.type == "user_transcript":
                 done.add(e.event_id)
         return latest is not None and latest not in done
-    kinds = [e.type for e in events if e.type in ("user_transcript", "agent_response")]
-    answered = any(e.type == "agent_response" and e.t_ns > speech_end_ns for e in events)
-    return not answered or "user_transcript" not in kinds or kinds[-1] == "user_transcript"
+    said = [e for e in events if e.type in ("user_transcript", "agent_response")]
+    if not said or said[-1].type == "user_transcript":
+        return True
+    return speech_after(said[-1].t_ns) > UNANSWERED_S
 
 
 async def _unless_stopped(mark: asyncio.Future[int], sending: asyncio.Task[None]) -> int:
