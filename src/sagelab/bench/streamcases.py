@@ -34,10 +34,15 @@ import numpy as np
 
 from sagelab.audio import PCM16, SAMPLE_RATE, load_audio, speech_bounds
 
+# The energy reference of ``speech_bounds``: a 10 ms frame louder than -40 dBFS is speech.
+_FRAME = SAMPLE_RATE // 100
+_THRESHOLD_DBFS = -40.0
+
 Start = Literal["after_greeting", "during_greeting"]
 KINDS = ("single", "passage", "over_greeting", "after_turn_end")
 STARTS: tuple[Start, ...] = ("after_greeting", "during_greeting")
 PAD_S = 0.1
+PREROLL_S = 0.3  # audio before a turn's speech the agent keeps (LocalAgent's preroll_ms)
 MAX_PAUSE_S = 10.0
 MAX_LEAD_S = 30.0
 
@@ -240,3 +245,69 @@ def windows(audio: CaseAudio, max_s: float = 28.0) -> list[PCM16]:
             begin = previous
     out.append(audio.pcm[begin:])
     return out
+
+
+def speech_runs(pcm: PCM16, min_pause_s: float) -> list[tuple[int, int]]:
+    """``(start, end)`` samples of the speech in ``pcm``, split at every pause of at least
+    ``min_pause_s``.
+
+    Speech is what ``speech_bounds`` calls speech (10 ms frames louder than -40 dBFS), so a
+    pause is both the silence a case puts between two recordings (digital silence and room
+    tone, both below the threshold) and a silence inside one recording ("rear ... right").
+    """
+    n = pcm.size // _FRAME
+    if n == 0:
+        return []
+    frames = pcm[: n * _FRAME].astype(np.float32).reshape(n, _FRAME)
+    loud = np.flatnonzero(
+        (frames * frames).mean(axis=1) > (32768.0**2) * 10 ** (_THRESHOLD_DBFS / 10)
+    )
+    if loud.size == 0:
+        return []
+    min_gap = math.ceil(min_pause_s * SAMPLE_RATE / _FRAME - 1e-9)  # in frames
+    runs: list[tuple[int, int]] = []
+    first = previous = int(loud[0])
+    for frame in loud[1:].tolist():
+        if frame - previous - 1 >= min_gap:
+            runs.append((first * _FRAME, (previous + 1) * _FRAME))
+            first = frame
+        previous = frame
+    runs.append((first * _FRAME, (previous + 1) * _FRAME))
+    return runs
+
+
+def turn_bounds(
+    audio: CaseAudio, end_silence_s: float, preroll_s: float = PREROLL_S
+) -> list[tuple[int, int]]:
+    """Where a loss-free turn-taker that ends a turn after ``end_silence_s`` of silence cuts
+    the case: ``(start, end)`` samples of each turn, relative to the case's audio (a start
+    below 0 or an end past its length reaches into the silence the microphone sends around
+    the speech).
+
+    One turn per run of speech between pauses of at least ``end_silence_s``, laid out like
+    the agent's utterances: it starts ``preroll_s`` before its speech (never before the
+    previous turn's end) and ends ``end_silence_s`` after it, the silence the detector
+    waited through.
+    """
+    bounds: list[tuple[int, int]] = []
+    before, after = round(preroll_s * SAMPLE_RATE), round(end_silence_s * SAMPLE_RATE)
+    for first, last in speech_runs(audio.pcm, end_silence_s):
+        start = first - before if not bounds else max(bounds[-1][1], first - before)
+        bounds.append((start, last + after))
+    return bounds
+
+
+def turns(audio: CaseAudio, end_silence_s: float, preroll_s: float = PREROLL_S) -> list[PCM16]:
+    """The audio of each of ``turn_bounds``, digital silence outside the case's own audio.
+
+    Transcribing each alone is what a turn-taker with that end-of-turn rule hears when it
+    drops nothing: the per-turn offline baseline.
+    """
+    bounds = turn_bounds(audio, end_silence_s, preroll_s)
+    if not bounds:
+        return [audio.pcm]
+    low, high = min(0, bounds[0][0]), max(audio.pcm.size, bounds[-1][1])
+    padded = np.concatenate(
+        [np.zeros(-low, np.int16), audio.pcm, np.zeros(high - audio.pcm.size, np.int16)]
+    ).astype(np.int16, copy=False)
+    return [padded[start - low : end - low] for start, end in bounds]

@@ -1,20 +1,26 @@
 """``sagelab bench streaming``: does streaming lose words that offline transcription keeps?
 
-The same Whisper model hears the same speech twice:
+The same Whisper model (the agent's own speech-to-text object: ``get_stt`` with the agent's
+``stt`` options) hears the same speech three ways:
 
-* **offline**: the agent's own speech-to-text object (``get_stt`` with the agent's ``stt``
-  options) transcribes each case's whole speech at once (split at pauses only past 28 s);
+* **offline**: each case's whole speech at once (split at pauses only past 28 s), with all
+  its context;
+* **offline per turn**: the case cut at every pause at least as long as the agent's
+  end-of-turn silence (``vad.end_silence_ms`` in the agents file, rounded up to whole VAD
+  windows as the detector counts it), each piece transcribed alone and the texts joined:
+  what a turn-taker that loses nothing hears when it ends a turn at each such pause;
 * **streaming**: a ``sagelab.client.Session`` talks to the real server and agent like a
   microphone would: an unbroken real-time stream of ``chunk_ms`` chunks on an absolute
   schedule, silence before and after the speech, the agent's greeting and replies playing,
   barge-in when the user speaks over them. Every ``user_transcript`` of the conversation is
   kept, in order (also those after an interruption), and joined.
 
-Both are scored against the case's reference (``sagelab.bench.streamreport``, with
+All are scored against the case's reference (``sagelab.bench.streamreport``, with
 ``sagelab.metrics.accuracy``'s normalisation). The check passes when the pooled streaming
-WER is within 1 point of the pooled offline WER at every chunk size: transcription by turns
-may differ from one pass by a word, but audio lost between turns shows up as many deleted
-words.
+WER is within 1 point of the pooled per-turn WER at every chunk size: both baselines come from
+the case definition alone, so audio the server loses between turns shows up as deleted words
+against them. The gap from the whole-case WER is reported too: it is what ending turns at
+pauses costs Whisper in context, whatever the transport.
 
 Several sessions run at once (``sessions``); each runs in real time, so the model calls of
 one session queue behind the others' on the shared model executor. That delays transcripts,
@@ -24,7 +30,10 @@ which is part of real use; the number of sessions is reported with the figures.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import inspect
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -33,8 +42,15 @@ from typing import Any
 import numpy as np
 
 from sagelab.audio import SAMPLE_RATE, RealtimeSchedule, silence
-from sagelab.bench.streamcases import CaseAudio, windows
-from sagelab.bench.streamreport import OFFLINE, Heard, StreamingReport, mode_name, report
+from sagelab.bench.streamcases import PREROLL_S, CaseAudio, speech_runs, turns, windows
+from sagelab.bench.streamreport import (
+    OFFLINE,
+    PER_TURN,
+    Heard,
+    StreamingReport,
+    mode_name,
+    report,
+)
 from sagelab.client import Session, SessionError
 
 DEFAULT_CHUNKS_MS = (20, 32, 100, 250)
@@ -53,12 +69,40 @@ def transcribe_offline(cases: Sequence[CaseAudio], stt: Any) -> list[Heard]:
     return out
 
 
+def transcribe_per_turn(cases: Sequence[CaseAudio], stt: Any, end_silence_s: float) -> list[Heard]:
+    """Each case cut at its pauses of at least ``end_silence_s`` (``streamcases.turns``),
+    every piece through ``stt.transcribe`` alone, the texts kept in order."""
+    out = []
+    for audio in cases:
+        pieces = turns(audio, end_silence_s)
+        texts = tuple(stt.transcribe(piece).text for piece in pieces)
+        out.append(Heard(audio.case.id, PER_TURN, None, texts))  # one transcript per turn
+    return out
+
+
 def agent_stt(agent: Any) -> Any:
     """The speech-to-text object a ``local`` agent spec uses (same weights, same options)."""
     from sagelab.agents.local.stt import get_stt
 
     options = dict((agent.options or {}).get("stt") or {})
     return get_stt(**options)
+
+
+def end_of_turn_silence_s(agent: Any) -> tuple[float, float]:
+    """The agent's end-of-turn silence: as configured (``vad.end_silence_ms``, else the
+    detector's default) and as the detector counts it, in whole 32 ms Silero windows
+    (400 ms is 13 windows, 416 ms), both in seconds.
+
+    The counted figure is the one that decides: a 0.40 s pause does not end an audio-sage
+    turn and a 0.45 s one does. Cutting the per-turn baseline at the configured figure
+    would split turns the agent keeps whole.
+    """
+    from sagelab.agents.local.vad import WINDOW_MS, VadTurnDetector
+
+    vad = dict((agent.options or {}).get("vad") or {})
+    default = inspect.signature(VadTurnDetector).parameters["end_silence_ms"].default
+    ms = float(vad.get("end_silence_ms", default))
+    return ms / 1000, math.ceil(ms / WINDOW_MS - 1e-9) * WINDOW_MS / 1000
 
 
 # -- streaming -----------------------------------------------------------------------------
@@ -81,6 +125,8 @@ class Microphone:
         self._pending: list[np.ndarray] = []
         self._sent = 0  # samples of queued audio sent so far
         self._queued = 0
+        self._log_ns: list[int] = []  # send time of each chunk ...
+        self._log_sent: list[int] = []  # ... and the queued samples sent by then
         self._marks: list[tuple[int, asyncio.Future[int]]] = []
         self.max_late_s = 0.0
         self.error: str | None = None
@@ -96,6 +142,16 @@ class Microphone:
         self._pending.append(pcm)
         self._queued += pcm.size
         return first, last
+
+    @property
+    def queued(self) -> int:
+        """Samples queued so far: where the next ``play`` starts in the queued stream."""
+        return self._queued
+
+    def sent_by(self, t_ns: int) -> int:
+        """Queued samples sent at or before ``t_ns`` (monotonic ns)."""
+        i = bisect.bisect_right(self._log_ns, t_ns)
+        return self._log_sent[i - 1] if i else 0
 
     def _take(self) -> np.ndarray:
         parts: list[np.ndarray] = []
@@ -126,6 +182,8 @@ class Microphone:
             except SessionError as exc:
                 self.error = str(exc)
                 return
+            self._log_ns.append(sent_ns)
+            self._log_sent.append(self._sent)
             due = [m for m in self._marks if m[0] < self._sent]
             for mark in due:
                 self._marks.remove(mark)
@@ -164,6 +222,7 @@ async def stream_case(
     t0 = time.monotonic_ns()
     details: dict[str, Any] = {"speech_s": round(audio.duration_s, 2)}
     error: str | None = None
+    speech_end_ns: int | None = None
     connect = Session.connect(base_url, agent_id, chunk_ms=chunk_ms, record_audio=False,
                               stages=stages)  # fmt: skip
     async with connect as s:
@@ -177,17 +236,24 @@ async def stream_case(
                     await s.wait_for("audio", timeout=greeting_timeout_s)
             if case.lead_s > 0:
                 mic.play(silence(case.lead_s * 1000))
+            offset = mic.queued
             first, last = mic.play(audio.pcm)
+            runs = speech_runs(audio.pcm, 0.0)
+
+            def speech_after(t_ns: int) -> float:  # seconds of the case's speech sent later
+                sent = min(max(0, mic.sent_by(t_ns) - offset), audio.pcm.size)
+                return sum(max(0, end - max(start, sent)) for start, end in runs) / SAMPLE_RATE
+
             mic.play(silence(tail_s * 1000))
             speech_index = len(s.timeline.events)
             speech_ns = await _unless_stopped(first, sending)
-            end_ns = await _unless_stopped(last, sending)
+            end_ns = speech_end_ns = await _unless_stopped(last, sending)
             details["greeting_playing"] = _agent_playing_at(s, speech_ns)
             deadline = time.monotonic() + max_wait_s
             while True:
                 quiet_since = max(_last_activity_ns(s), end_ns + int(tail_s * 1e9))
                 quiet = time.monotonic_ns() - quiet_since >= settle_s * 1e9
-                if quiet and not _transcription_pending(s, speech_index):
+                if quiet and not _transcription_pending(s, speech_index, speech_after):
                     break
                 if s.closed:
                     error = f"session closed ({s.close_code}: {s.close_reason})"
@@ -201,9 +267,10 @@ async def stream_case(
             with contextlib.suppress(asyncio.CancelledError):
                 await sending
         events = s.timeline.events
-        transcripts = tuple(
-            str(e.data.get("user_transcript", "")) for e in events if e.type == "user_transcript"
-        )
+        said = [e for e in events if e.type == "user_transcript"]
+        transcripts = tuple(str(e.data.get("user_transcript", "")) for e in said)
+        if said and speech_end_ns is not None:  # how long after the speech the last came
+            details["last_transcript_s"] = round((said[-1].t_ns - speech_end_ns) / 1e9, 2)
         details.update(
             turns=sum(1 for e in events if e.type == "agent_response"),
             interruptions=sum(1 for e in events if e.type == "interruption"),
@@ -251,16 +318,29 @@ async def _greeting_done(session: Session, timeout: float) -> None:
         await session.wait_agent_done(quiet_s=0.3, timeout=remaining)
 
 
-def _transcription_pending(session: Session, since: int) -> bool:
+UNANSWERED_S = 0.5  # speech sent after the agent's last reply that it must still answer
+
+
+def _transcription_pending(
+    session: Session, since: int, speech_after: Callable[[int], float]
+) -> bool:
     """Whether a transcript of the user's speech (timeline events from ``since`` on) may
     still come.
 
     With stages, a sagelab server reports an ``utterance`` stage when it starts transcribing
     a turn and an ``stt`` stage when the transcript is there: pending is the newest turn
     without ``stt`` (an older one was dropped for a newer turn, which is a loss to measure,
-    not something to wait for). Without them, an agent that answers every transcript is
-    done when the last transcript has its ``agent_response``, and pending while there is
-    no transcript at all.
+    not something to wait for).
+
+    Without them, the client cannot see a transcription under way, but it knows the agent
+    answers only once the user is done. So it is pending while the last transcript has no
+    ``agent_response`` yet, or while more than ``UNANSWERED_S`` of the case's speech
+    (``speech_after``: seconds of speech, by the energy reference, sent after a time) went
+    out after the last ``agent_response``. A reply to an earlier turn does not settle it: on
+    a loaded machine the later turns may still be queued for the model (seen at load 20+: a
+    reply to the second turn of a passage came 15 s before the speech ended, and the wait
+    gave up before the other two turns' transcripts). The margin lets a quiet breath after
+    the last word, which the detector does not count as speech, go unanswered.
     """
     events = session.timeline.events[since:]
     if any(e.type == STAGE for e in events):
@@ -272,8 +352,10 @@ def _transcription_pending(session: Session, since: int) -> bool:
             elif (e.type == STAGE and e.data.get("stage") == "stt") or e.type == "user_transcript":
                 done.add(e.event_id)
         return latest is not None and latest not in done
-    kinds = [e.type for e in events if e.type in ("user_transcript", "agent_response")]
-    return "user_transcript" not in kinds or kinds[-1] == "user_transcript"
+    said = [e for e in events if e.type in ("user_transcript", "agent_response")]
+    if not said or said[-1].type == "user_transcript":
+        return True
+    return speech_after(said[-1].t_ns) > UNANSWERED_S
 
 
 async def _unless_stopped(mark: asyncio.Future[int], sending: asyncio.Task[None]) -> int:
@@ -373,8 +455,9 @@ def run_check(
     on_done: Callable[[Heard], None] | None = None,
     **options: Any,
 ) -> StreamingReport:
-    """Offline first (nothing else running), then every (case, chunk size) conversation
-    against ``url`` or an in-process server with the bundled ``agent_id``."""
+    """Both offline baselines first (nothing else running), then every (case, chunk size)
+    conversation against ``url`` or an in-process server with the bundled ``agent_id``.
+    ``on_offline`` is called once per case, when both baselines have it."""
     import tempfile
 
     from sagelab.server.app import BackgroundServer
@@ -382,18 +465,22 @@ def run_check(
     with tempfile.TemporaryDirectory(prefix="sagelab-streaming-") as tmp:
         cfg = server_config(config, agent_id, Path(tmp))
         stt = agent_stt(cfg.agents[0])
+        configured_s, end_silence_s = end_of_turn_silence_s(cfg.agents[0])
         offline = []
         for audio in cases:
-            (heard,) = transcribe_offline([audio], stt)
-            offline.append(heard)
+            (whole,) = transcribe_offline([audio], stt)
+            (per_turn,) = transcribe_per_turn([audio], stt, end_silence_s)
+            offline += [whole, per_turn]
             if on_offline is not None:
-                on_offline(heard)
+                on_offline(per_turn)
         conditions: dict[str, Any] = {
             "agent": agent_id, "chunks_ms": list(chunks_ms), "sessions": sessions,
             "stages": bool(options.get("stages", False)),
             "server": url or "in-process (bundled)", "cases": len(cases),
             "speech_s": round(sum(a.duration_s for a in cases), 1),
             "ref_words": sum(len(a.reference.split()) for a in cases),
+            "end_silence_ms": round(configured_s * 1000),
+            "turn_cut_ms": round(end_silence_s * 1000), "preroll_ms": round(PREROLL_S * 1000),
         }  # fmt: skip
         t0 = time.monotonic()
 

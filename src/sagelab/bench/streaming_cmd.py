@@ -62,7 +62,9 @@ def bench_streaming(
 ) -> None:
     """Streaming WER vs offline WER of the same Whisper model on the same real speech.
 
-    Exit 1 unless the pooled streaming WER is within 1 point of offline at every chunk size.
+    Two offline baselines: the whole case in one call, and the case cut at the agent's
+    end-of-turn pauses with each turn transcribed alone. Exit 1 unless the pooled streaming
+    WER is within 1 point of the per-turn one at every chunk size.
     """
     from sagelab.bench.streamcases import CaseError, build_all, read_cases, read_recordings
     from sagelab.bench.streaming import run_check
@@ -117,19 +119,35 @@ def bench_streaming(
 
 
 def print_report(result: Any) -> None:
+    from sagelab.bench.streamreport import BASELINES, OFFLINE, PER_TURN
+
     c = result.conditions
     pooled = Table(
         title=f"streaming vs offline WER: {c['cases']} cases, {c['ref_words']} words, "
         f"{c['speech_s']} s of speech, {c['sessions']} sessions at once, {c['wall_s']} s"
     )
-    for col in ("mode", "pooled WER", "Δ vs offline", "errors/words", "failed", "≤ 1 point"):
+    columns = ("mode", "pooled WER", "Δ vs per turn", "Δ vs whole", "errors/words", "failed",
+               "≤ 1 point")  # fmt: skip
+    for col in columns:
         pooled.add_column(col, justify="left" if col == "mode" else "right")
     for row in result.pooled.itertuples():
-        ok = "–" if row.mode == "offline" else ("yes" if row.within_1_point else "[red]NO[/]")
+        baseline = row.mode in BASELINES
+        ok = "–" if baseline else ("yes" if row.within_1_point else "[red]NO[/]")
         edits = f"{row.word_errors}/{row.ref_words}"
-        pooled.add_row(str(row.mode), f"{row.wer:.1%}", f"{row.delta_points:+.1f} pt", edits,
-                       str(row.failed_sessions), ok)  # fmt: skip
+        pooled.add_row(str(row.mode), f"{row.wer:.1%}", f"{row.delta_points:+.1f} pt",
+                       f"{row.delta_whole_points:+.1f} pt", edits, str(row.failed_sessions),
+                       ok)  # fmt: skip
     console.print(pooled)
+    wer = result.pooled.set_index("mode")["wer"]
+    if PER_TURN in wer.index:
+        console.print(
+            f"offline per turn cuts each case at pauses of {c.get('turn_cut_ms')} ms or more "
+            f"(end_silence_ms {c.get('end_silence_ms')}, in whole VAD windows) and transcribes "
+            f"each piece alone: {(wer[PER_TURN] - wer[OFFLINE]) * 100:+.1f} pt against the "
+            "whole case in one call. That is the context Whisper loses when turns end at "
+            "pauses, not a streaming loss; streaming is held to the per-turn figure.",
+            highlight=False,
+        )
     grid = result.per_case.pivot_table(index="case", columns="mode", values="wer", observed=True)
     per_case = Table(title="WER per case")
     per_case.add_column("case")
@@ -142,15 +160,24 @@ def print_report(result: Any) -> None:
         notes = f", [red]{row.error}[/]" if isinstance(row.error, str) else ""
         if getattr(row, "timed_out", None) is True:
             notes += ", no transcript and reply within the wait"
+        against = f"offline {row.offline_wer:.0%}"
+        if hasattr(row, "per_turn_wer"):
+            against = f"per turn {row.per_turn_wer:.0%}, {against}"
         console.print(
-            f"[bold]{row.case} @ {row.mode}[/]: WER {row.wer:.0%} (offline {row.offline_wer:.0%})"
-            f"{notes}",
+            f"[bold]{row.case} @ {row.mode}[/]: WER {row.wer:.0%} ({against}){notes}",
             highlight=False,
         )
         console.print(f"  reference: {row.reference}", highlight=False)
         console.print(f"  offline:   {row.offline_hypothesis}", highlight=False)
-        console.print(f"  streaming: {row.hypothesis}", highlight=False)
+        if hasattr(row, "per_turn_hypothesis"):
+            console.print(
+                f"  per turn:  {row.per_turn_hypothesis} ({row.per_turn_transcripts} turns)",
+                highlight=False,
+            )
+        console.print(f"  streaming: {' | '.join(row.texts)} ({row.transcripts} transcripts)",
+                      highlight=False)  # fmt: skip
     if "plot" in c:
         console.print(f"figure: {c['plot']}")
     verdict = "[green]PASS[/]" if result.passed else "[red]FAIL[/]"
-    console.print(f"{verdict}: streaming within 1 point of offline at every chunk size")
+    baseline = result.pooled.attrs.get("baseline", OFFLINE)
+    console.print(f"{verdict}: streaming within 1 point of {baseline} at every chunk size")
