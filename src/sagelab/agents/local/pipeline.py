@@ -20,11 +20,14 @@ import numpy as np
 
 from sagelab.agents.base import Agent, AgentContext, AgentTurn, ToolResult
 from sagelab.agents.local.brain import Brain, BrainError, ChatMessage
+from sagelab.agents.local.endofturn import EndOfTurnModel, EndOfTurnPolicy
 from sagelab.agents.local.executor import run_model
 from sagelab.agents.replies import ReplyTask
 from sagelab.conversation.turns import (
     BargeIn,
+    CancelEndOfTurn,
     CancelTranscription,
+    PredictEndOfTurn,
     Transcribe,
     TranscriptionFailed,
     TurnAction,
@@ -46,6 +49,10 @@ class LocalAgent(Agent):
     reply task, barge-in) and feeds the results back with the time they arrived. ``runner``
     runs a blocking model call (default: the shared model executor); tests pass one that
     takes simulated time.
+
+    ``end_of_turn`` is the policy that ends a pause (see ``TurnTaker``); a policy that asks a
+    model needs ``end_of_turn_model``, and a ``detector`` whose own silence wait is the
+    policy's ``max_silence_ms`` (``factory.create`` builds it so).
     """
 
     def __init__(
@@ -60,13 +67,22 @@ class LocalAgent(Agent):
         max_utterance_s: float = 30.0,
         vad_events: bool = False,
         speculate_after_ms: float | None = 160,
+        end_of_turn: EndOfTurnPolicy | None = None,
+        end_of_turn_model: EndOfTurnModel | None = None,
+        ask_ahead_ms: float = 0.0,
         runner: ModelRunner = run_model,
     ) -> None:
+        if end_of_turn is not None and end_of_turn.uses_model and end_of_turn_model is None:
+            raise ValueError(
+                "this end-of-turn policy asks a model (it has a threshold) but no "
+                "end_of_turn_model was given; pass one, or use EndOfTurnPolicy.silence_only"
+            )
         super().__init__(ctx)
         self.detector = detector
         self.stt = stt
         self.tts = tts
         self.brain = brain
+        self.end_of_turn_model = end_of_turn_model
         self.vad_events = vad_events
         self.history: list[ChatMessage] = []
         self.turns = TurnTaker(
@@ -74,6 +90,8 @@ class LocalAgent(Agent):
             preroll_ms=preroll_ms,
             max_utterance_s=max_utterance_s,
             speculate_after_ms=speculate_after_ms,
+            end_of_turn=end_of_turn,
+            ask_ahead_ms=ask_ahead_ms,
         )
         self._run = runner
         self._replies = ReplyTask(ctx)
@@ -134,7 +152,13 @@ class LocalAgent(Agent):
                         self._jobs[action.job] = asyncio.create_task(
                             self._transcribe(action.job, action.audio)
                         )
-                    case CancelTranscription():
+                    case PredictEndOfTurn():
+                        self._jobs[action.job] = asyncio.create_task(
+                            self._predict(action.job, action.audio)
+                        )
+                    case CancelTranscription() | CancelEndOfTurn():
+                        # A call still queued on the executor is dropped; one already running
+                        # finishes and its answer is ignored.
                         task = self._jobs.pop(action.job, None)
                         if task is not None:
                             task.cancel()
@@ -162,11 +186,30 @@ class LocalAgent(Agent):
         if actions:
             await self._execute(actions)
 
+    async def _predict(self, job: int, audio: np.ndarray) -> None:
+        assert self.end_of_turn_model is not None
+        try:
+            probability = await self._run(self.end_of_turn_model.probability, audio)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Not the user's problem: the pause is left to the silence fallback.
+            log.exception("end-of-turn model failed")
+            actions = self.turns.end_of_turn_failed(job, str(exc), _now())
+        else:
+            actions = self.turns.end_of_turn(job, min(1.0, max(0.0, probability)), _now())
+        finally:
+            self._jobs.pop(job, None)
+        if actions:
+            await self._execute(actions)
+
     async def _heard(self, heard: UserTurn) -> None:
         if heard.text:
             turn = self.ctx.begin_turn()
             if heard.endpointing_ms is not None:
                 await self.ctx.stage(turn, "endpointing", heard.endpointing_ms)
+            if heard.eot_model_ms is not None:  # part of endpointing: asking to answer
+                await self.ctx.stage(turn, "eot_model", heard.eot_model_ms)
             await self.ctx.stage(turn, "utterance", heard.utterance_ms)
             # With a speculative guess, "stt" is only what was left to wait for.
             await self.ctx.stage(turn, "stt", heard.stt_wait_ms)

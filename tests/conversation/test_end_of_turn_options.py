@@ -1,0 +1,58 @@
+"""The agents file's ``options.end_of_turn``: parsed into a policy, checked before any session."""
+
+from __future__ import annotations
+
+import pytest
+
+from sagelab.agents.local.endofturn import EndOfTurnPolicy
+from sagelab.agents.local.factory import _vad_options, end_of_turn_policy
+
+pytestmark = pytest.mark.fast
+
+
+def test_no_option_keeps_the_vad_silence_alone() -> None:
+    options = {"vad": {"end_silence_ms": 400}}
+    assert end_of_turn_policy(options) is None
+    assert _vad_options(options, None) == {"end_silence_ms": 400}
+
+
+def test_a_model_policy_sets_the_vad_wait_to_its_fallback() -> None:
+    options = {"end_of_turn": {"min_silence_ms": 400, "threshold": 0.9, "max_silence_ms": 800}}
+    policy = end_of_turn_policy(options)
+    assert policy == EndOfTurnPolicy(400, 0.9, 800)
+    assert _vad_options(options, policy) == {"end_silence_ms": 800}
+
+
+def test_silence_only() -> None:
+    policy = end_of_turn_policy({"end_of_turn": {"silence_only": 300}})
+    assert policy is not None and not policy.uses_model and policy.max_silence_ms == 300
+
+
+def test_a_conflicting_vad_wait_is_refused() -> None:
+    options = {"vad": {"end_silence_ms": 400}, "end_of_turn": {"max_silence_ms": 800}}
+    with pytest.raises(ValueError, match=r"conflicts with options\.end_of_turn"):
+        _vad_options(options, end_of_turn_policy(options))
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"min_silence_ms": 400, "treshold": 0.9}, "unknown key"),
+        ({"silence_only": 400, "threshold": 0.9}, "takes no other key"),
+        ({"min_silence_ms": 900, "max_silence_ms": 800}, "must not exceed"),
+        ({"threshold": 1.5}, "threshold"),
+        ("fast", "must be a mapping"),
+    ],
+)
+def test_mistakes_are_named(raw: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        end_of_turn_policy({"end_of_turn": raw})
+
+
+def test_the_bundled_audio_sage_policy_never_ends_before_the_400_ms_rule() -> None:
+    from sagelab.config import load_config
+
+    agent = next(a for a in load_config(None, env={}).agents if a.id == "audio-sage")
+    policy = end_of_turn_policy(agent.options)
+    assert policy is not None and policy.uses_model
+    assert policy.min_silence_ms >= 400
