@@ -62,6 +62,7 @@ def simulate(
     eot: FakeEndOfTurn | None = None,
     eot_delays: list[float] = [0.05],  # noqa: B006 (read only)
     ask_ahead_ms: float = 0.0,
+    model_patience_ms: float | None = None,
 ) -> Outcome:
     """Stream ``speech`` in ``chunk_ms`` chunks in simulated real time; each transcription job
     takes the next delay from ``stt_delays`` (cycled). With a model ``policy``, the detector
@@ -75,6 +76,7 @@ def simulate(
         max_utterance_s=max_utterance_s,
         end_of_turn=policy,
         ask_ahead_ms=ask_ahead_ms,
+        model_patience_ms=model_patience_ms,
     )
     eot = eot if eot is not None else FakeEndOfTurn()
     model_delays = itertools.cycle(eot_delays)
@@ -192,7 +194,8 @@ def test_a_monologue_longer_than_the_limit_is_split_without_loss(
     speech = MarkedSpeech().add_silence(300).add_speech(seconds * 1000).add_silence(1200)
     outcome = simulate(speech, chunk_ms, delays, max_utterance_s=2.0)
     assert_lossless(speech, outcome)
-    assert len(outcome.turns) >= seconds // 2
+    # A piece is cut at the first chunk boundary past the limit: up to a chunk longer.
+    assert len(outcome.turns) >= seconds * 1000 // (2000 + chunk_ms)
     assert all(not t.final for t in outcome.turns[:-1])
 
 
@@ -289,6 +292,7 @@ QUICK_MODEL = [0.05]
     min_silence=st.sampled_from([100, 200, 400]),
     speculate=st.sampled_from([None, 100, 160, 300]),
     ask_ahead=st.sampled_from([0, 100, 200, 300]),
+    patience=st.sampled_from([None, 0, 100, 300]),
 )
 def test_with_an_end_of_turn_model_every_unit_is_transcribed_once_in_order(
     speech: MarkedSpeech,
@@ -299,6 +303,7 @@ def test_with_an_end_of_turn_model_every_unit_is_transcribed_once_in_order(
     min_silence: int,
     speculate: int | None,
     ask_ahead: int,
+    patience: int | None,
 ) -> None:
     # Random answers and model delays from nothing to past the silence fallback: the model
     # may end a pause the user goes on from, answer after the user spoke again, or never.
@@ -312,6 +317,7 @@ def test_with_an_end_of_turn_model_every_unit_is_transcribed_once_in_order(
         eot=FakeEndOfTurn(answers),
         eot_delays=model_delays,
         ask_ahead_ms=ask_ahead,
+        model_patience_ms=patience,
     )
     assert_lossless(speech, outcome)
     for turn in outcome.turns:  # never sooner than the policy's shortest silence
@@ -372,6 +378,21 @@ def test_asking_ahead_hides_the_model_but_never_ends_before_the_minimum_silence(
     # Asked at 200 ms, answered at 350 ms: the turn ends as the silence reaches 400 ms.
     assert early.endpointing_ms is not None and 400 <= early.endpointing_ms <= 420
     assert early.eot_model_ms == pytest.approx(150, abs=1)
+
+
+@pytest.mark.fast
+def test_a_slow_model_leaves_the_turn_to_the_silence_rule_after_its_patience() -> None:
+    speech = MarkedSpeech().add_silence(300).add_speech(1500).add_silence(1500)
+    policy = EndOfTurnPolicy(400, 0.9, 800)
+    slow = FakeEndOfTurn([0.95])
+    patient = simulate(speech, 20, [0.05], policy=policy, eot=slow, eot_delays=[0.6])
+    bounded = simulate(
+        speech, 20, [0.05], policy=policy, eot=slow, eot_delays=[0.6], model_patience_ms=100
+    )
+    (waited,), (cut,) = patient.turns, bounded.turns
+    assert waited.endpointing_ms is not None and waited.endpointing_ms >= 800
+    assert cut.endpointing_ms is not None and 500 <= cut.endpointing_ms <= 520
+    assert cut.eot_model_ms is None and bounded.questions_cancelled == 1
 
 
 @pytest.mark.fast

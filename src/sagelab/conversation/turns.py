@@ -213,7 +213,10 @@ class TurnTaker:
     silence-only policy, the detector's ``speech_end`` (and the policy's silence limit) end
     turns as before. ``ask_ahead_ms`` asks the model that much before the policy's
     ``min_silence_ms``, so its time is hidden in the silence; the turn still never ends
-    before ``min_silence_ms``. With a model policy, build the detector with the policy's
+    before ``min_silence_ms``. ``model_patience_ms`` (None: wait up to ``max_silence_ms``)
+    bounds the wait for the model's first answer: when the silence reaches
+    ``min_silence_ms + model_patience_ms`` with no answer, the turn ends there, as the silence
+    rule of that length would end it. With a model policy, build the detector with the policy's
     ``max_silence_ms`` as its own wait (the fallback); a shorter detector wait would end turns
     before the model is ever asked.
     """
@@ -227,9 +230,13 @@ class TurnTaker:
         speculate_after_ms: float | None = 160,
         end_of_turn: EndOfTurnPolicy | None = None,
         ask_ahead_ms: float = 0.0,
+        model_patience_ms: float | None = None,
     ) -> None:
         if preroll_ms < 0 or max_utterance_s <= 0 or ask_ahead_ms < 0:
             raise ValueError("preroll_ms and ask_ahead_ms must be >= 0 and max_utterance_s > 0")
+        if model_patience_ms is not None and model_patience_ms < 0:
+            raise ValueError(f"model_patience_ms must be >= 0 or None, got {model_patience_ms}")
+        self._patience = model_patience_ms
         self.detector = detector
         self.policy = end_of_turn
         self._preroll = int(preroll_ms * SAMPLE_RATE / 1000)
@@ -434,6 +441,19 @@ class TurnTaker:
                 pause.probability = pause.model_ms = None
                 audio = self._slice(self._utterance, self._fed)
                 actions.append(PredictEndOfTurn(pause.job, audio, self._utterance, self._fed))
+                return actions
+            late = (
+                self._patience is not None
+                and pause.job is not None
+                and pause.asked == 1
+                and silence_ms >= policy.min_silence_ms + self._patience
+            )
+            if late:
+                # The model is slower than the silence it was meant to save (a loaded
+                # machine): the silence rule at this length decides instead, so the turn ends
+                # no later, and cuts no more often, than that rule would.
+                limit = silence + int((policy.min_silence_ms + self._patience) * SAMPLE_RATE / 1000)
+                actions.extend(self._end_by_policy(min(self._fed, limit), now, None))
                 return actions
             if pause.job is not None or pause.probability is None:
                 return actions  # the answer is awaited (or there is no model)

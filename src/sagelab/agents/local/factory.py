@@ -12,6 +12,7 @@ Options (all optional)::
       vad_events: false                                        # send vad_score events
       end_of_turn: {min_silence_ms: 400, threshold: 0.9, max_silence_ms: 800,
                     ask_ahead_ms: 200,             # ask the model this much before min_silence
+                    model_patience_ms: 100,        # no answer by min_silence + this: end there
                     model: null, cpu_threads: 1}   # Smart Turn (sagelab[turn]); model: ONNX path
       end_of_turn: {silence_only: 400}             # or: silence alone ends a turn
 
@@ -60,7 +61,7 @@ def _tts(options: dict[str, Any], base_dir: Path) -> Any:
 
 _POLICY_KEYS = {"min_silence_ms", "threshold", "max_silence_ms", "reask_ms"}
 _MODEL_KEYS = {"model", "cpu_threads"}
-_TAKER_KEYS = {"ask_ahead_ms"}
+_TAKER_KEYS = {"ask_ahead_ms", "model_patience_ms"}
 
 
 def end_of_turn_policy(options: dict[str, Any]) -> EndOfTurnPolicy | None:
@@ -147,5 +148,14 @@ def create(ctx: AgentContext, base_dir: Path) -> LocalAgent:
         speculate_after_ms=options.get("speculate_after_ms", 160),
         end_of_turn=policy,
         end_of_turn_model=_end_of_turn_model(options, policy, base_dir),
-        ask_ahead_ms=float((options.get("end_of_turn") or {}).get("ask_ahead_ms", 0.0)),
+        **_taker_options(options),
     )
+
+
+def _taker_options(options: dict[str, Any]) -> dict[str, Any]:
+    raw = options.get("end_of_turn") or {}
+    patience = raw.get("model_patience_ms")
+    return {
+        "ask_ahead_ms": float(raw.get("ask_ahead_ms", 0.0)),
+        "model_patience_ms": None if patience is None else float(patience),
+    }

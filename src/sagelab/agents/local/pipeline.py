@@ -22,6 +22,7 @@ from sagelab.agents.base import Agent, AgentContext, AgentTurn, ToolResult
 from sagelab.agents.local.brain import Brain, BrainError, ChatMessage
 from sagelab.agents.local.endofturn import EndOfTurnModel, EndOfTurnPolicy
 from sagelab.agents.local.executor import run_model
+from sagelab.agents.local.tts import split_first_clause
 from sagelab.agents.replies import ReplyTask
 from sagelab.conversation.turns import (
     BargeIn,
@@ -70,6 +71,7 @@ class LocalAgent(Agent):
         end_of_turn: EndOfTurnPolicy | None = None,
         end_of_turn_model: EndOfTurnModel | None = None,
         ask_ahead_ms: float = 0.0,
+        model_patience_ms: float | None = None,
         runner: ModelRunner = run_model,
     ) -> None:
         if end_of_turn is not None and end_of_turn.uses_model and end_of_turn_model is None:
@@ -92,6 +94,7 @@ class LocalAgent(Agent):
             speculate_after_ms=speculate_after_ms,
             end_of_turn=end_of_turn,
             ask_ahead_ms=ask_ahead_ms,
+            model_patience_ms=model_patience_ms,
         )
         self._run = runner
         self._replies = ReplyTask(ctx)
@@ -292,7 +295,7 @@ class LocalAgent(Agent):
             while (sentence := await queue.get()) is not None:
                 if self.ctx.agent.text_only:
                     continue
-                pieces = _first_clause(sentence) if first_audio else [sentence]
+                pieces = split_first_clause(sentence) if first_audio else [sentence]
                 chunks = (c for piece in pieces for c in self.tts.synthesize(piece))
                 while True:
                     t_chunk = _now()
@@ -339,21 +342,6 @@ class LocalAgent(Agent):
 def _now() -> float:
     """The adapter's clock: the event loop's, so a simulated loop runs simulated time."""
     return asyncio.get_running_loop().time()
-
-
-_CLAUSE_BREAK = re.compile(r"[,:;] ")
-
-
-def _first_clause(sentence: str, min_chars: int = 12, long: int = 50) -> list[str]:
-    """Split a long first sentence after its first clause (comma, colon or semicolon), so
-    the turn's first audio waits for a clause, not a sentence: Piper synthesises whole pieces
-    (about 80 ms per second of speech here)."""
-    if len(sentence) < long:
-        return [sentence]
-    match = _CLAUSE_BREAK.search(sentence, min_chars)
-    if match is None or len(sentence) - match.end() < min_chars:
-        return [sentence]
-    return [sentence[: match.start() + 1], sentence[match.end() :]]
 
 
 async def _single(text: str) -> AsyncIterator[str]:
