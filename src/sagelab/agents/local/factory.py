@@ -21,11 +21,19 @@ wait is set from the policy (``max_silence_ms``, or the ``silence_only`` value):
 ``vad.end_silence_ms`` to something else as well is refused, since one of the two would be
 silently ignored.
 
+Smart Turn ships in ``sagelab[turn]``, not in ``sagelab[local]``. When a model policy names no
+``model`` file and that extra is not installed, the agent still runs, on the silence rule at
+``min_silence_ms`` (the policy never ends a turn sooner anyway), and the server says so once
+in its log; a ``model`` path that cannot be loaded is an error.
+
 Models load once per process (``prepare`` at server start does it ahead of the first caller).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +67,19 @@ def _tts(options: dict[str, Any], base_dir: Path) -> Any:
     return get_tts(**tts)
 
 
+log = logging.getLogger(__name__)
+_warned_no_model = False
+
+
+def _smart_turn_installed() -> bool:
+    if "pipecat" in sys.modules:
+        return sys.modules["pipecat"] is not None  # None: imports of it are blocked
+    try:
+        return importlib.util.find_spec("pipecat") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 _POLICY_KEYS = {"min_silence_ms", "threshold", "max_silence_ms", "reask_ms"}
 _MODEL_KEYS = {"model", "cpu_threads"}
 _TAKER_KEYS = {"ask_ahead_ms", "model_patience_ms"}
@@ -84,7 +105,18 @@ def end_of_turn_policy(options: dict[str, Any]) -> EndOfTurnPolicy | None:
             f"options.end_of_turn: unknown key(s) {sorted(unknown)}; use "
             f"{sorted(_POLICY_KEYS | _MODEL_KEYS | _TAKER_KEYS)} or silence_only"
         )
-    return EndOfTurnPolicy(**{k: v for k, v in raw.items() if k in _POLICY_KEYS})
+    policy = EndOfTurnPolicy(**{k: v for k, v in raw.items() if k in _POLICY_KEYS})
+    if policy.uses_model and raw.get("model") is None and not _smart_turn_installed():
+        global _warned_no_model
+        if not _warned_no_model:
+            _warned_no_model = True
+            log.warning(
+                "end_of_turn: the Smart Turn model is not installed (pip install "
+                "'sagelab[turn]'); ending turns on %g ms of silence instead",
+                policy.min_silence_ms,
+            )
+        return EndOfTurnPolicy.silence_only(policy.min_silence_ms)
+    return policy
 
 
 def _vad_options(options: dict[str, Any], policy: EndOfTurnPolicy | None) -> dict[str, Any]:
