@@ -45,12 +45,14 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from sagelab.agents.local.endofturn import EndOfTurnPolicy, Verdict
 from sagelab.agents.turns import TurnEvent
+
+if TYPE_CHECKING:  # only a type: the core must not import the model package
+    from sagelab.agents.local.endofturn import EndOfTurnPolicy, Verdict
 
 SAMPLE_RATE = 16_000
 
@@ -98,6 +100,11 @@ class CancelTranscription:
     """The result of ``job`` will not be used (the user went on talking)."""
 
     job: int
+
+
+def _ends(verdict: Verdict) -> bool:
+    """``Verdict.END``, compared by value so the core needs no import of the model package."""
+    return verdict.value == "end"
 
 
 @dataclass(frozen=True)
@@ -333,7 +340,7 @@ class TurnTaker:
         pause.job, pause.probability = None, probability
         pause.model_ms = max(0.0, (now - pause.asked_at) * 1000)
         silence_ms = (self._fed - pause.silence_start) * 1000 / SAMPLE_RATE
-        if self.policy.decide(silence_ms, probability) is not Verdict.END:
+        if not _ends(self.policy.decide(silence_ms, probability)):
             return []  # not finished; or finished, and the silence is not long enough yet
         actions = self._end_by_policy(pause.end, now, pause.model_ms)
         actions.extend(self._release(now))
@@ -458,7 +465,7 @@ class TurnTaker:
             if pause.job is not None or pause.probability is None:
                 return actions  # the answer is awaited (or there is no model)
         verdict = policy.decide(silence_ms, pause.probability)
-        if verdict is not Verdict.END:
+        if not _ends(verdict):
             return actions
         if silence_ms < policy.max_silence_ms:
             # The model said "finished" and the silence is now long enough: the turn ends
