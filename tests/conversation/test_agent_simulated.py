@@ -22,10 +22,17 @@ from hypothesis import strategies as st
 
 from sagelab.agents.base import ResolvedAgent
 from sagelab.agents.local.brains.echo import EchoBrain
+from sagelab.agents.local.endofturn import EndOfTurnPolicy
 from sagelab.agents.local.pipeline import LocalAgent
 from sagelab.agents.turns import EnergyTurnDetector
 from sagelab.config import load_config
-from sagelab.conversation.fakes import FakeSTT, FakeTTS, MarkedSpeech, heard_units
+from sagelab.conversation.fakes import (
+    FakeEndOfTurn,
+    FakeSTT,
+    FakeTTS,
+    MarkedSpeech,
+    heard_units,
+)
 from sagelab.conversation.simulation import run_simulated, simulated_runner
 from sagelab.server.conversation import Conversation
 from sagelab.server.metrics import ServerMetrics
@@ -113,15 +120,32 @@ def _agent() -> ResolvedAgent:
 
 
 def converse(
-    speech: MarkedSpeech, chunk_ms: int, stt_delays: list[float], tts_delay: float = 0.05
+    speech: MarkedSpeech,
+    chunk_ms: int,
+    stt_delays: list[float],
+    tts_delay: float = 0.05,
+    *,
+    policy: EndOfTurnPolicy | None = None,
+    eot: FakeEndOfTurn | None = None,
+    ask_ahead_ms: float = 0.0,
 ) -> list[Frame]:
-    """Stream ``speech`` to a local agent in simulated real time; the frames the client got."""
+    """Stream ``speech`` to a local agent in simulated real time; the frames the client got.
+
+    With a model ``policy``, ``eot`` answers the end-of-turn questions after its ``delay_s``
+    and the detector waits the policy's ``max_silence_ms`` (as ``factory.create`` builds it).
+    """
     config = load_config(None, env={}, port=0, ping_interval_s=1.0)
     delays = itertools.cycle(stt_delays)
     stt, tts = FakeSTT(), FakeTTS(ms_per_char=50, chunks=3)
+    wait = 400 if policy is None else int(policy.max_silence_ms)
 
     def delay(fn: Any) -> float:
-        return next(delays) if getattr(fn, "__self__", None) is stt else tts_delay
+        owner = getattr(fn, "__self__", None)
+        if owner is stt:
+            return next(delays)
+        if eot is not None and owner is eot:
+            return eot.delay_s
+        return tts_delay
 
     async def main() -> list[Frame]:
         transport = RecordingTransport()
@@ -135,10 +159,13 @@ def converse(
         )
         agent = LocalAgent(
             conv,
-            detector=EnergyTurnDetector(silence_ms=400),
+            detector=EnergyTurnDetector(silence_ms=wait),
             stt=stt,
             tts=tts,
             brain=EchoBrain(prefix="Heard "),
+            end_of_turn=policy,
+            end_of_turn_model=eot,
+            ask_ahead_ms=ask_ahead_ms,
             runner=simulated_runner(delay),
         )
         await conv.start(agent)
@@ -263,3 +290,50 @@ def test_a_heard_report_cuts_the_greeting_and_the_history_keeps_what_was_heard()
     assert original == GREETING and corrected == "Hello, I am" == history[-1].content
     cut_at = next(f.t for f in frames if f.kind == "interruption")
     assert not [f for f in frames if f.kind == "audio" and f.t > cut_at]
+
+
+@pytest.mark.fast
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    speech=speech_patterns(),
+    chunk_ms=st.integers(10, 500),
+    stt_delays=st.lists(st.floats(0.0, 1.5), min_size=1, max_size=4),
+    answers=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=4),
+    model_delay=st.floats(0.0, 1.0),
+    ask_ahead=st.sampled_from([0, 200]),
+)
+def test_with_an_end_of_turn_model_the_agent_loses_nothing(
+    speech: MarkedSpeech,
+    chunk_ms: int,
+    stt_delays: list[float],
+    answers: list[float],
+    model_delay: float,
+    ask_ahead: int,
+) -> None:
+    frames = converse(
+        speech,
+        chunk_ms,
+        stt_delays,
+        policy=EndOfTurnPolicy(400, 0.9, 800),
+        eot=FakeEndOfTurn(answers, delay_s=model_delay),
+        ask_ahead_ms=ask_ahead,
+    )
+    check_invariants(speech, frames)
+
+
+@pytest.mark.fast
+def test_the_model_answers_sooner_than_the_silence_fallback() -> None:
+    speech = MarkedSpeech().add_silence(4000).add_speech(1500).add_silence(3000)
+    policy = EndOfTurnPolicy(200, 0.9, 800)
+
+    def first_reply_audio(answer: float) -> float:
+        frames = converse(speech, 20, [0.05], policy=policy, eot=FakeEndOfTurn([answer], 0.03))
+        check_invariants(speech, frames)
+        reply = [f for f in frames if f.kind == "agent_response"][1]
+        return next(f.t for f in frames if f.kind == "audio" and f.event_id == reply.event_id)
+
+    speech_end = speech.speech_ranges[0][1] / 16000
+    sure, unsure = first_reply_audio(0.95), first_reply_audio(0.1)
+    # Sure: 200 ms + 30 ms of model; unsure: the 800 ms fallback (plus the same TTS time).
+    assert sure - speech_end < 0.45
+    assert unsure - sure == pytest.approx(0.57, abs=0.05)

@@ -14,14 +14,24 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sagelab.agents.local.endofturn import EndOfTurnPolicy
 from sagelab.agents.turns import EnergyTurnDetector
-from sagelab.conversation.fakes import FakeSTT, MarkedSpeech, heard_units
+from sagelab.conversation.fakes import (
+    FakeEndOfTurn,
+    FakeSTT,
+    MarkedSpeech,
+    heard_units,
+    last_unit,
+)
 from sagelab.conversation.turns import (
     BargeIn,
+    CancelEndOfTurn,
     CancelTranscription,
+    PredictEndOfTurn,
     Transcribe,
     TurnTaker,
     UserTurn,
@@ -37,6 +47,8 @@ class Outcome:
     barge_ins: int
     jobs: int
     cancelled: int
+    questions: int = 0
+    questions_cancelled: int = 0
 
 
 def simulate(
@@ -46,13 +58,28 @@ def simulate(
     *,
     speculate_after_ms: float | None = 160,
     max_utterance_s: float = 30.0,
+    policy: EndOfTurnPolicy | None = None,
+    eot: FakeEndOfTurn | None = None,
+    eot_delays: list[float] = [0.05],  # noqa: B006 (read only)
+    ask_ahead_ms: float = 0.0,
+    model_patience_ms: float | None = None,
 ) -> Outcome:
     """Stream ``speech`` in ``chunk_ms`` chunks in simulated real time; each transcription job
-    takes the next delay from ``stt_delays`` (cycled)."""
-    detector = EnergyTurnDetector(silence_ms=SILENCE_MS, min_speech_ms=60)
+    takes the next delay from ``stt_delays`` (cycled). With a model ``policy``, the detector
+    waits the policy's ``max_silence_ms`` and ``eot`` answers each question after the next
+    delay from ``eot_delays``."""
+    wait = SILENCE_MS if policy is None or not policy.uses_model else policy.max_silence_ms
+    detector = EnergyTurnDetector(silence_ms=int(wait), min_speech_ms=60)
     taker = TurnTaker(
-        detector, speculate_after_ms=speculate_after_ms, max_utterance_s=max_utterance_s
+        detector,
+        speculate_after_ms=speculate_after_ms,
+        max_utterance_s=max_utterance_s,
+        end_of_turn=policy,
+        ask_ahead_ms=ask_ahead_ms,
+        model_patience_ms=model_patience_ms,
     )
+    eot = eot if eot is not None else FakeEndOfTurn()
+    model_delays = itertools.cycle(eot_delays)
     stt = FakeSTT()
     pcm = speech.pcm
     step = chunk_ms * SAMPLE_RATE // 1000
@@ -73,6 +100,12 @@ def simulate(
             elif isinstance(action, CancelTranscription):
                 outcome.cancelled += 1
                 cancelled.add(action.job)
+            elif isinstance(action, PredictEndOfTurn):
+                outcome.questions += 1
+                done = now + next(model_delays)
+                heapq.heappush(queue, (done, next(seq), "eot", action))
+            elif isinstance(action, CancelEndOfTurn):
+                outcome.questions_cancelled += 1
             elif isinstance(action, BargeIn):
                 outcome.barge_ins += 1
             elif isinstance(action, UserTurn):
@@ -83,6 +116,11 @@ def simulate(
         if kind == "audio":
             assert isinstance(payload, int)
             run(list(taker.audio(pcm[payload : payload + step], now)), now)
+        elif kind == "eot":
+            assert isinstance(payload, PredictEndOfTurn)
+            # A cancelled question's answer may still arrive; the turn-taker ignores it.
+            p = eot.probability(payload.audio)
+            run(list(taker.end_of_turn(payload.job, p, now)), now)
         else:
             assert isinstance(payload, Transcribe)
             result = stt.transcribe(payload.audio)
@@ -156,7 +194,8 @@ def test_a_monologue_longer_than_the_limit_is_split_without_loss(
     speech = MarkedSpeech().add_silence(300).add_speech(seconds * 1000).add_silence(1200)
     outcome = simulate(speech, chunk_ms, delays, max_utterance_s=2.0)
     assert_lossless(speech, outcome)
-    assert len(outcome.turns) >= seconds // 2
+    # A piece is cut at the first chunk boundary past the limit: up to a chunk longer.
+    assert len(outcome.turns) >= seconds * 1000 // (2000 + chunk_ms)
     assert all(not t.final for t in outcome.turns[:-1])
 
 
@@ -234,3 +273,183 @@ def test_pcm_of_a_turn_is_exactly_its_range() -> None:
     job = jobs[0]
     np.testing.assert_array_equal(job.audio, pcm[job.start : job.end])
     assert job.start == speech.speech_ranges[0][0] - 300 * 16  # the pre-roll
+
+
+# -- semantic end of turn: the end-of-turn model's path -----------------------------------
+
+SMART = EndOfTurnPolicy(min_silence_ms=200, threshold=0.9, max_silence_ms=800)
+QUICK_MODEL = [0.05]
+
+
+@pytest.mark.fast
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    speech=conversations(),
+    chunk_ms=chunk_sizes,
+    delays=stt_delays,
+    answers=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=6),
+    model_delays=st.lists(st.floats(0.0, 1.5), min_size=1, max_size=4),
+    min_silence=st.sampled_from([100, 200, 400]),
+    speculate=st.sampled_from([None, 100, 160, 300]),
+    ask_ahead=st.sampled_from([0, 100, 200, 300]),
+    patience=st.sampled_from([None, 0, 100, 300]),
+)
+def test_with_an_end_of_turn_model_every_unit_is_transcribed_once_in_order(
+    speech: MarkedSpeech,
+    chunk_ms: int,
+    delays: list[float],
+    answers: list[float],
+    model_delays: list[float],
+    min_silence: int,
+    speculate: int | None,
+    ask_ahead: int,
+    patience: int | None,
+) -> None:
+    # Random answers and model delays from nothing to past the silence fallback: the model
+    # may end a pause the user goes on from, answer after the user spoke again, or never.
+    policy = EndOfTurnPolicy(min_silence_ms=min_silence, threshold=0.7, max_silence_ms=800)
+    outcome = simulate(
+        speech,
+        chunk_ms,
+        delays,
+        speculate_after_ms=speculate,
+        policy=policy,
+        eot=FakeEndOfTurn(answers),
+        eot_delays=model_delays,
+        ask_ahead_ms=ask_ahead,
+        model_patience_ms=patience,
+    )
+    assert_lossless(speech, outcome)
+    for turn in outcome.turns:  # never sooner than the policy's shortest silence
+        if turn.endpointing_ms is not None:
+            assert turn.endpointing_ms >= min_silence
+
+
+@pytest.mark.fast
+@settings(max_examples=60, deadline=None)
+@given(chunk_ms=chunk_sizes, delays=stt_delays, seconds=st.integers(5, 10))
+def test_with_a_model_a_monologue_is_still_split_without_loss(
+    chunk_ms: int, delays: list[float], seconds: int
+) -> None:
+    speech = MarkedSpeech().add_silence(300)
+    for _ in range(seconds):
+        speech.add_speech(900).add_silence(250)  # pauses the model is asked about
+    speech.add_silence(1200)
+    outcome = simulate(
+        speech, chunk_ms, delays, max_utterance_s=2.0, policy=SMART, eot=FakeEndOfTurn([0.1])
+    )
+    assert_lossless(speech, outcome)
+
+
+@pytest.mark.fast
+def test_a_confident_model_ends_the_turn_at_its_short_silence() -> None:
+    speech = MarkedSpeech().add_silence(300).add_speech(1500).add_silence(1500)
+    sure = simulate(speech, 20, [0.05], policy=SMART, eot=FakeEndOfTurn([0.95]))
+    unsure = simulate(speech, 20, [0.05], policy=SMART, eot=FakeEndOfTurn([0.2]))
+    (turn,) = sure.turns
+    # Asked at 200 ms of silence, answered 50 ms later: the turn ends then, not at 800 ms.
+    assert turn.endpointing_ms is not None and 240 <= turn.endpointing_ms <= 300
+    assert turn.eot_model_ms == pytest.approx(50, abs=1)
+    assert turn.stt_wait_ms == 0.0  # the speculative transcript was ready by then
+    (late,) = unsure.turns
+    assert late.endpointing_ms is not None and late.endpointing_ms >= 800
+    assert late.eot_model_ms is None  # silence ended it
+    assert sure.questions == unsure.questions == 1
+
+
+@pytest.mark.fast
+def test_asking_ahead_hides_the_model_but_never_ends_before_the_minimum_silence() -> None:
+    speech = MarkedSpeech().add_silence(300).add_speech(1500).add_silence(1500)
+    policy = EndOfTurnPolicy(400, 0.9, 800)
+    on_time = simulate(
+        speech, 20, [0.05], policy=policy, eot=FakeEndOfTurn([0.95]), eot_delays=[0.15]
+    )
+    ahead = simulate(
+        speech,
+        20,
+        [0.05],
+        policy=policy,
+        eot=FakeEndOfTurn([0.95]),
+        eot_delays=[0.15],
+        ask_ahead_ms=200,
+    )
+    (late,), (early,) = on_time.turns, ahead.turns
+    assert late.endpointing_ms is not None and late.endpointing_ms >= 540  # 400 + 150 model
+    # Asked at 200 ms, answered at 350 ms: the turn ends as the silence reaches 400 ms.
+    assert early.endpointing_ms is not None and 400 <= early.endpointing_ms <= 420
+    assert early.eot_model_ms == pytest.approx(150, abs=1)
+
+
+@pytest.mark.fast
+def test_a_slow_model_leaves_the_turn_to_the_silence_rule_after_its_patience() -> None:
+    speech = MarkedSpeech().add_silence(300).add_speech(1500).add_silence(1500)
+    policy = EndOfTurnPolicy(400, 0.9, 800)
+    slow = FakeEndOfTurn([0.95])
+    patient = simulate(speech, 20, [0.05], policy=policy, eot=slow, eot_delays=[0.6])
+    bounded = simulate(
+        speech, 20, [0.05], policy=policy, eot=slow, eot_delays=[0.6], model_patience_ms=100
+    )
+    (waited,), (cut,) = patient.turns, bounded.turns
+    assert waited.endpointing_ms is not None and waited.endpointing_ms >= 800
+    assert cut.endpointing_ms is not None and 500 <= cut.endpointing_ms <= 520
+    assert cut.eot_model_ms is None and bounded.questions_cancelled == 1
+
+
+@pytest.mark.fast
+def test_a_hesitation_the_model_calls_unfinished_does_not_end_the_turn() -> None:
+    # "front ... center": a 500 ms pause mid-sentence, longer than the 400 ms silence rule.
+    speech = MarkedSpeech().add_silence(300).add_speech(600).add_silence(500)
+    speech.add_speech(700).add_silence(1500)
+    sentence_end = speech.units - 1
+
+    def model(audio: np.ndarray) -> float:  # the sentence is finished only after "center"
+        return 0.95 if last_unit(audio) == sentence_end else 0.1
+
+    silence_rule = simulate(speech, 20, [0.1], policy=EndOfTurnPolicy.silence_only(400))
+    smart = simulate(
+        speech, 20, [0.1], policy=EndOfTurnPolicy(400, 0.9, 800), eot=FakeEndOfTurn(model)
+    )
+    assert len(silence_rule.turns) == 2  # cut mid-sentence
+    assert len(smart.turns) == 1 and smart.turns[0].final
+    assert smart.questions == 2
+    assert smart.turns[0].eot_model_ms is not None  # the model, not the fallback, ended it
+    assert_lossless(speech, smart)
+
+
+@pytest.mark.fast
+def test_speech_after_a_turn_the_model_ended_is_the_next_utterance() -> None:
+    # The model says "finished" at 200 ms, the user goes on 350 ms into the pause: the
+    # detector (waiting 800 ms) never announced a new start; the turn-taker still must.
+    speech = MarkedSpeech().add_silence(300).add_speech(900).add_silence(350)
+    speech.add_speech(900).add_silence(1500)
+    outcome = simulate(speech, 20, [0.1], policy=SMART, eot=FakeEndOfTurn([0.95]))
+    assert_lossless(speech, outcome)
+    assert len(outcome.turns) == 2
+    assert outcome.barge_ins == 2
+    assert outcome.turns[1].start == outcome.turns[0].end
+
+
+@pytest.mark.fast
+def test_a_late_answer_is_cancelled_and_ignored() -> None:
+    # The model takes longer than the pause: the user speaks again, the question is cancelled
+    # and its "finished" must not end the turn that is under way.
+    speech = MarkedSpeech().add_silence(300).add_speech(800).add_silence(300)
+    speech.add_speech(800).add_silence(1500)
+    outcome = simulate(speech, 20, [0.1], policy=SMART, eot=FakeEndOfTurn([0.99]), eot_delays=[0.5])
+    assert outcome.questions_cancelled >= 1
+    assert len(outcome.turns) == 1
+    assert_lossless(speech, outcome)
+
+
+@pytest.mark.fast
+def test_a_silence_only_policy_asks_no_model() -> None:
+    speech = MarkedSpeech().add_silence(300).add_speech(800).add_silence(1500)
+    outcome = simulate(speech, 20, [0.1], policy=EndOfTurnPolicy.silence_only(400))
+    assert outcome.questions == 0 and len(outcome.turns) == 1
+
+
+@pytest.mark.fast
+def test_an_answer_outside_zero_one_is_refused() -> None:
+    taker = TurnTaker(EnergyTurnDetector(silence_ms=800), end_of_turn=SMART)
+    with pytest.raises(ValueError, match="probability"):
+        taker.end_of_turn(1, 1.5, 0.0)

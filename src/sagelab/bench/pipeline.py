@@ -13,6 +13,9 @@ definitions as ``bench run``, the scenarios and the notebooks):
   utterance length; TTS real-time factor = synthesis time / audio synthesised;
 * stutter: the playout model over the received audio (no jitter buffer).
 
+The latency budget (:func:`latency_budget`) splits voice-to-voice into the stages on its
+critical path, each with its p50 / p95 and its share of the mean voice-to-voice.
+
 The capacity search runs the same conversation in K concurrent sessions for growing K and
 reports the largest K whose voice-to-voice p95 stays within the budget.
 """
@@ -180,6 +183,91 @@ def summarize(r: RunResult) -> dict[str, Any]:
     }
 
 
+# The stages on the path from the end of the user's speech to the reply's first audio, in
+# order, as the local agent reports them; a nested stage is part of the one above it.
+BUDGET_STAGES: list[tuple[str, str | None, str]] = [
+    ("endpointing", None, "audio the turn-taker waited after the end of speech to decide"),
+    ("eot_model", "endpointing", "end-of-turn model, asked to answered (when it decided)"),
+    ("stt", None, "speech-to-text still running after the decision"),
+    ("tts_first_audio", None, "reply started to first audio: brain's first sentence + TTS"),
+    ("brain_first_text", "tts_first_audio", "brain to its first text"),
+    ("tool", "tts_first_audio", "tool calls (turns that made one)"),
+]
+
+
+def latency_budget(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Where voice-to-voice goes, from a :func:`summarize` result (so also from a saved report).
+
+    Each row: the stage's p50 / p95 over the turns that reported it, and its **share** of the
+    mean voice-to-voice: its mean times the fraction of turns that had it, over the mean
+    voice-to-voice, so the top-level shares and ``other`` add up to 100 %. ``other`` is what no
+    stage covers: the VAD's own buffering, transport both ways, the server's audio lead, and
+    waiting for the event loop or a model worker between stages.
+    """
+    v2v = summary["voice_to_voice_ms"]
+    total, turns = v2v.get("mean"), v2v.get("n") or 0
+    stages = summary.get("stages_ms", {})
+    rows: list[dict[str, Any]] = []
+    covered = 0.0
+    for name, parent, meaning in BUDGET_STAGES:
+        st = stages.get(name)
+        if not st or not st.get("n"):
+            continue
+        per_turn = st["mean"] * min(1.0, st["n"] / turns) if turns else None
+        share = per_turn / total if per_turn is not None and total else None
+        if parent is None and per_turn is not None:
+            covered += per_turn
+        rows.append(
+            {
+                "stage": name,
+                "part_of": parent,
+                "p50_ms": st["p50"],
+                "p95_ms": st["p95"],
+                "n": st["n"],
+                "share": None if share is None else round(share, 3),
+                "meaning": meaning,
+            }
+        )
+    if total:
+        rows.append(
+            {
+                "stage": "other",
+                "part_of": None,
+                "p50_ms": None,
+                "p95_ms": None,
+                "n": turns,
+                "share": round((total - covered) / total, 3),
+                "meaning": "not in any stage: VAD buffering, transport, audio lead, queueing",
+            }
+        )
+    rows.append(
+        {
+            "stage": "voice_to_voice",
+            "part_of": None,
+            "p50_ms": v2v.get("p50"),
+            "p95_ms": v2v.get("p95"),
+            "n": turns,
+            "share": 1.0 if total else None,
+            "meaning": "end of speech sent to first reply audio received (client side)",
+        }
+    )
+    return rows
+
+
+def budget_markdown(rows: list[dict[str, Any]]) -> str:
+    """The budget as a Markdown table (for the docs and the CLI)."""
+
+    def ms(v: float | None) -> str:
+        return "–" if v is None else f"{v:.0f}"
+
+    lines = ["| stage | p50 ms | p95 ms | share of v2v | n |", "|---|---|---|---|---|"]
+    for r in rows:
+        name = r["stage"] if r["part_of"] is None else f"↳ {r['stage']} (in {r['part_of']})"
+        share = "–" if r["share"] is None else f"{100 * r['share']:.0f} %"
+        lines.append(f"| {name} | {ms(r['p50_ms'])} | {ms(r['p95_ms'])} | {share} | {r['n']} |")
+    return "\n".join(lines)
+
+
 async def run_pipeline_bench(
     url: str,
     conversation: Path,
@@ -204,6 +292,7 @@ async def run_pipeline_bench(
         "runs": runs,
         "single": summarize(single_merged),
     }
+    report["budget"] = latency_budget(report["single"])
     stutter_by_load = [_with_load(single_merged.stutter, 1)]
     capacity: list[dict[str, Any]] = []
     best = 0
@@ -251,3 +340,21 @@ def _plots(answers: pd.DataFrame, stutter: list[pd.DataFrame], directory: Path) 
         figure = stutter_vs_load(table, title="Stutter against concurrent sessions")
         paths.append(save_figure(figure, directory / "stutter_vs_load.png"))
     return [str(p) for p in paths]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m sagelab.bench.pipeline REPORT.json``: the budget of a saved ``--json``
+    report (the last JSON object in the file), as Markdown."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("report", type=Path)
+    args = parser.parse_args(argv)
+    text = args.report.read_text(encoding="utf-8").strip().splitlines()
+    report = json.loads(text[-1])
+    print(budget_markdown(latency_budget(report["single"])))
+
+
+if __name__ == "__main__":
+    main()

@@ -191,6 +191,10 @@ def bench_pipeline(
             label, *(str(v[c]) if v[c] is not None else "–" for c in ("p50", "p95", "p99", "n"))
         )
     console.print(table)
+    from sagelab.bench.pipeline import budget_markdown
+
+    console.print("latency budget (share of mean voice-to-voice):", markup=False)
+    console.print(budget_markdown(report["budget"]), markup=False)
     cap = report["capacity"]
     for step in cap["steps"]:
         verdict = "ok" if step["ok"] else "over budget"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -105,6 +105,39 @@ class FakeSTT:
     def transcribe(self, pcm16k: np.ndarray) -> Transcript:
         self.calls.append(int(pcm16k.size))
         return Transcript(describe_units(pcm16k), pcm16k.size / SAMPLE_RATE, self.delay_s, None)
+
+
+def last_unit(pcm: np.ndarray) -> int | None:
+    """The index of the last marked unit of speech in ``pcm`` (None: no speech in it)."""
+    values = pcm[pcm >= _BASE]
+    return int(values[-1]) - _BASE if values.size else None
+
+
+class FakeEndOfTurn:
+    """An end-of-turn model (``EndOfTurnModel``) whose answers the test scripts.
+
+    ``answer`` is either a function of the audio asked about (it can read the marks back with
+    :func:`last_unit`, e.g. to say "finished" only after the last unit of a sentence) or a
+    sequence of probabilities used in turn, cycled. ``delay_s`` is how long a call takes in the
+    simulation; ``calls`` records the length of every audio judged.
+    """
+
+    def __init__(
+        self,
+        answer: Callable[[np.ndarray], float] | Sequence[float] = (1.0,),
+        delay_s: float = 0.05,
+    ) -> None:
+        self._answer = answer if callable(answer) else itertools.cycle(list(answer) or [1.0])
+        self.delay_s = delay_s
+        self.calls: list[int] = []
+
+    def probability(self, audio: np.ndarray) -> float:
+        self.calls.append(int(audio.size))
+        if audio.size == 0:
+            raise ValueError("an end-of-turn model needs some audio of the turn, got none")
+        if callable(self._answer):
+            return float(self._answer(audio))
+        return float(next(self._answer))
 
 
 class FakeTTS:

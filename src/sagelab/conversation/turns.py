@@ -25,6 +25,19 @@ reply), nothing is thrown away: the earlier turn's transcript is released with
 ``final=False``, and the reply waits for the utterance that follows, so the request is
 answered as one. A reply that had started but said nothing by then is the caller's to merge
 (the caller knows what was heard; see ``LocalAgent``).
+
+Semantic end of turn
+--------------------
+With an :class:`~sagelab.agents.local.endofturn.EndOfTurnPolicy` that uses a model, silence
+alone no longer ends a turn early. The detector's own end-of-silence wait is the policy's
+fallback (``max_silence_ms``); the turn-taker follows the current pause through the detector's
+``silence_start`` and, at ``min_silence_ms``, asks the model (``PredictEndOfTurn``) and starts
+the speculative transcription of the same pause, so speech-to-text runs while the model
+thinks. The answer comes back as an input (``end_of_turn(job, probability, now)``); if the
+policy says *end*, the turn ends where the model's audio ended, exactly as if the detector
+had decided there, and the speculative transcript is the turn's. If the user speaks again
+before the detector's own wait is over (it still counts them as speaking), the next utterance
+starts where the ended one stopped, so the range rules above hold unchanged.
 """
 
 from __future__ import annotations
@@ -32,17 +45,22 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from sagelab.agents.turns import TurnEvent
 
+if TYPE_CHECKING:  # only a type: the core must not import the model package
+    from sagelab.agents.local.endofturn import EndOfTurnPolicy, Verdict
+
 SAMPLE_RATE = 16_000
 
 __all__ = [
     "BargeIn",
+    "CancelEndOfTurn",
     "CancelTranscription",
+    "PredictEndOfTurn",
     "SpeechDetector",
     "Transcribe",
     "TranscriptionFailed",
@@ -84,6 +102,30 @@ class CancelTranscription:
     job: int
 
 
+def _ends(verdict: Verdict) -> bool:
+    """``Verdict.END``, compared by value so the core needs no import of the model package."""
+    return verdict.value == "end"
+
+
+@dataclass(frozen=True)
+class PredictEndOfTurn:
+    """Ask the end-of-turn model whether the user has finished, from ``audio`` (samples
+    ``[start, end)``: the utterance so far, its trailing silence included); answer with
+    ``TurnTaker.end_of_turn(job, probability, now)``."""
+
+    job: int
+    audio: np.ndarray = field(repr=False)
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class CancelEndOfTurn:
+    """The answer to ``job`` will not be used (the user spoke again, or the turn ended)."""
+
+    job: int
+
+
 @dataclass(frozen=True)
 class BargeIn:
     """The user started talking: whatever the agent is saying must stop."""
@@ -99,6 +141,8 @@ class UserTurn:
     everything heard since the last final turn. ``endpointing_ms`` is the audio the detector
     needed after the end of speech to decide (None for a split monologue), ``stt_wait_ms`` the
     time from that decision to the transcript, ``stt_compute_ms`` the model's own time.
+    ``eot_model_ms`` is, when the end-of-turn model ended the turn, the time from asking it to
+    its answer (part of ``endpointing_ms``); None when silence ended it.
     """
 
     text: str
@@ -108,6 +152,7 @@ class UserTurn:
     endpointing_ms: float | None
     stt_wait_ms: float
     stt_compute_ms: float
+    eot_model_ms: float | None = None
 
     @property
     def utterance_ms(self) -> float:
@@ -123,7 +168,15 @@ class TranscriptionFailed:
     message: str
 
 
-TurnAction = Transcribe | CancelTranscription | BargeIn | UserTurn | TranscriptionFailed
+TurnAction = (
+    Transcribe
+    | CancelTranscription
+    | PredictEndOfTurn
+    | CancelEndOfTurn
+    | BargeIn
+    | UserTurn
+    | TranscriptionFailed
+)
 
 
 @dataclass(eq=False)
@@ -137,6 +190,7 @@ class _Segment:
     compute_ms: float = 0.0
     done_at: float | None = None
     error: str | None = None
+    eot_model_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -146,8 +200,33 @@ class _Guess:
     end: int
 
 
+@dataclass
+class _Pause:
+    """What the end-of-turn model was asked, and said, about the current pause."""
+
+    silence_start: int
+    asked: int = 0  # questions asked in this pause
+    job: int | None = None  # the question in flight
+    end: int = 0  # samples fed when last asked: the audio the model judged
+    asked_at: float = 0.0
+    probability: float | None = None  # the latest answer
+    model_ms: float | None = None  # how long the latest answer took
+
+
 class TurnTaker:
-    """One session's turn-taking state. Inputs carry their time; outputs are actions."""
+    """One session's turn-taking state. Inputs carry their time; outputs are actions.
+
+    ``end_of_turn`` (optional) is the policy that ends a pause: without one, or with a
+    silence-only policy, the detector's ``speech_end`` (and the policy's silence limit) end
+    turns as before. ``ask_ahead_ms`` asks the model that much before the policy's
+    ``min_silence_ms``, so its time is hidden in the silence; the turn still never ends
+    before ``min_silence_ms``. ``model_patience_ms`` (None: wait up to ``max_silence_ms``)
+    bounds the wait for the model's first answer: when the silence reaches
+    ``min_silence_ms + model_patience_ms`` with no answer, the turn ends there, as the silence
+    rule of that length would end it. With a model policy, build the detector with the policy's
+    ``max_silence_ms`` as its own wait (the fallback); a shorter detector wait would end turns
+    before the model is ever asked.
+    """
 
     def __init__(
         self,
@@ -156,15 +235,30 @@ class TurnTaker:
         preroll_ms: float = 300,
         max_utterance_s: float = 30.0,
         speculate_after_ms: float | None = 160,
+        end_of_turn: EndOfTurnPolicy | None = None,
+        ask_ahead_ms: float = 0.0,
+        model_patience_ms: float | None = None,
     ) -> None:
-        if preroll_ms < 0 or max_utterance_s <= 0:
-            raise ValueError("preroll_ms must be >= 0 and max_utterance_s > 0")
+        if preroll_ms < 0 or max_utterance_s <= 0 or ask_ahead_ms < 0:
+            raise ValueError("preroll_ms and ask_ahead_ms must be >= 0 and max_utterance_s > 0")
+        if model_patience_ms is not None and model_patience_ms < 0:
+            raise ValueError(f"model_patience_ms must be >= 0 or None, got {model_patience_ms}")
+        self._patience = model_patience_ms
         self.detector = detector
+        self.policy = end_of_turn
         self._preroll = int(preroll_ms * SAMPLE_RATE / 1000)
         self._max = int(max_utterance_s * SAMPLE_RATE)
-        self._speculate = (
-            None if speculate_after_ms is None else int(speculate_after_ms * SAMPLE_RATE / 1000)
-        )
+        # Silences (ms) at which the model is asked: the policy's points, ``ask_ahead_ms``
+        # early, so that its answer is there when the policy may use it.
+        self._asks = [
+            max(0.0, ms - ask_ahead_ms) for ms in (end_of_turn.asks_at() if end_of_turn else [])
+        ]
+        speculate = speculate_after_ms
+        if self._asks:
+            # The transcript is wanted by the time the model answers: speculate at the
+            # question at the latest, so speech-to-text and the model run side by side.
+            speculate = self._asks[0] if speculate is None else min(speculate, self._asks[0])
+        self._speculate = None if speculate is None else int(speculate * SAMPLE_RATE / 1000)
         self._chunks: deque[tuple[int, np.ndarray]] = deque()  # (first sample, pcm)
         self._fed = 0
         self._utterance: int | None = None  # start of the utterance under way
@@ -174,6 +268,11 @@ class TurnTaker:
         self._guess: _Guess | None = None
         self._guess_results: dict[int, tuple[str, float, float]] = {}
         self._guess_errors: dict[int, str] = {}
+        self._pause: _Pause | None = None
+        # The pause in which the policy ended a turn while the detector, whose own wait is
+        # longer, still counts the user as speaking: speech before that wait is over is a new
+        # utterance that the detector will not announce with a ``speech_start``.
+        self._ended_in: int | None = None
 
     # -- state for adapters and tests ----------------------------------------------------
 
@@ -201,24 +300,58 @@ class TurnTaker:
         actions: list[TurnAction] = []
         for event in events:
             if event.kind == "speech_start":
+                self._ended_in = None
                 if self._utterance is None:
                     self._utterance = max(self._last_end, event.sample - self._preroll)
                     actions.extend(self._drop_guess())
                     actions.append(BargeIn(event.sample))
-            elif self._utterance is not None:
+                continue
+            if self._utterance is None and self._ended_in is not None:
+                if event.sample == self._ended_in:
+                    self._ended_in = None  # the detector's wait caught up with the policy
+                    continue
+                # Within this chunk the user spoke again after the ended pause and stopped.
+                actions.extend(self._resume())
+            if self._utterance is not None:
                 end = event.decided if event.decided is not None else self._fed
                 end = max(self._utterance, min(end, self._fed))
                 endpointing = (self._fed - event.sample) * 1000 / SAMPLE_RATE
                 actions.extend(self._end_utterance(end, now, max(0.0, endpointing), event.sample))
+        if self._ended_in is not None and self.detector.silence_start != self._ended_in:
+            actions.extend(self._resume())
         if self._utterance is not None and self._fed - self._utterance > self._max:
             # A monologue longer than the limit is transcribed in pieces rather than held.
             actions.extend(self._drop_guess())
             actions.extend(self._end_utterance(self._fed, now, None, None))
             self._utterance = self._fed
         actions.extend(self._maybe_speculate())
+        actions.extend(self._consult_policy(now))
         self._trim()
         actions.extend(self._release(now))
         return actions
+
+    def end_of_turn(self, job: int, probability: float, now: float) -> list[TurnAction]:
+        """The answer to a ``PredictEndOfTurn``: P(the user has finished) in [0, 1]."""
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"probability must be in [0, 1], got {probability}")
+        pause = self._pause
+        if pause is None or pause.job != job or self._utterance is None or self.policy is None:
+            return []  # stale: the user spoke again, or the turn ended otherwise
+        pause.job, pause.probability = None, probability
+        pause.model_ms = max(0.0, (now - pause.asked_at) * 1000)
+        silence_ms = (self._fed - pause.silence_start) * 1000 / SAMPLE_RATE
+        if not _ends(self.policy.decide(silence_ms, probability)):
+            return []  # not finished; or finished, and the silence is not long enough yet
+        actions = self._end_by_policy(pause.end, now, pause.model_ms)
+        actions.extend(self._release(now))
+        return actions
+
+    def end_of_turn_failed(self, job: int, message: str, now: float) -> list[TurnAction]:
+        """The model could not answer: the pause is left to the silence fallback."""
+        pause = self._pause
+        if pause is not None and pause.job == job:
+            pause.job, pause.probability = None, 0.0
+        return []
 
     def transcribed(self, job: int, text: str, compute_ms: float, now: float) -> list[TurnAction]:
         """The result of a ``Transcribe`` job."""
@@ -245,12 +378,17 @@ class TurnTaker:
         return next((s for s in self._segments if s.job == job), None)
 
     def _end_utterance(
-        self, end: int, now: float, endpointing_ms: float | None, silence_start: int | None
+        self,
+        end: int,
+        now: float,
+        endpointing_ms: float | None,
+        silence_start: int | None,
+        eot_model_ms: float | None = None,
     ) -> list[TurnAction]:
         assert self._utterance is not None
         start, self._utterance = self._utterance, None
         self._last_end = end
-        actions: list[TurnAction] = []
+        actions: list[TurnAction] = self._drop_pause()
         guess = self._guess
         if guess is not None and silence_start is not None and guess.silence_start == silence_start:
             # The pause the guess was made in is the one that ended the turn, so its transcript
@@ -260,6 +398,7 @@ class TurnTaker:
             self._guess = None
             self._last_end = guess.end
             segment = _Segment(start, guess.end, now, endpointing_ms, guess.job)
+            segment.eot_model_ms = eot_model_ms
             self._segments.append(segment)
             if guess.job in self._guess_results:
                 segment.text, segment.compute_ms, segment.done_at = self._guess_results.pop(
@@ -271,9 +410,89 @@ class TurnTaker:
             return actions
         actions.extend(self._drop_guess())
         job = next(self._jobs)
-        self._segments.append(_Segment(start, end, now, endpointing_ms, job))
+        segment = _Segment(start, end, now, endpointing_ms, job)
+        segment.eot_model_ms = eot_model_ms
+        self._segments.append(segment)
         actions.append(Transcribe(job, self._slice(start, end), start, end))
         return actions
+
+    def _resume(self) -> list[TurnAction]:
+        """The user spoke again in a pause the policy had ended: a new utterance, from where
+        the ended one stopped (the detector gives no onset here; nothing is skipped)."""
+        self._ended_in = None
+        self._utterance = self._last_end
+        actions = self._drop_guess()
+        actions.append(BargeIn(self._fed))
+        return actions
+
+    def _consult_policy(self, now: float) -> list[TurnAction]:
+        """Ask the model, or end the turn, as the policy says for the current pause."""
+        if self.policy is None or self._utterance is None:
+            return []
+        silence = self.detector.silence_start
+        actions: list[TurnAction] = []
+        if self._pause is not None and self._pause.silence_start != silence:
+            actions.extend(self._drop_pause())
+        if silence is None:
+            return actions
+        if self._pause is None:
+            self._pause = _Pause(silence)
+        pause, policy = self._pause, self.policy
+        silence_ms = (self._fed - silence) * 1000 / SAMPLE_RATE
+        if silence_ms < policy.max_silence_ms:
+            due = pause.asked < len(self._asks) and silence_ms >= self._asks[pause.asked]
+            if due and pause.job is None and self._fed > self._utterance:
+                # (An utterance just split from a monologue has no audio to judge yet.)
+                pause.asked += 1
+                pause.job, pause.end, pause.asked_at = next(self._jobs), self._fed, now
+                pause.probability = pause.model_ms = None
+                audio = self._slice(self._utterance, self._fed)
+                actions.append(PredictEndOfTurn(pause.job, audio, self._utterance, self._fed))
+                return actions
+            late = (
+                self._patience is not None
+                and pause.job is not None
+                and pause.asked == 1
+                and silence_ms >= policy.min_silence_ms + self._patience
+            )
+            if late:
+                # The model is slower than the silence it was meant to save (a loaded
+                # machine): the silence rule at this length decides instead, so the turn ends
+                # no later, and cuts no more often, than that rule would.
+                limit = silence + int((policy.min_silence_ms + self._patience) * SAMPLE_RATE / 1000)
+                actions.extend(self._end_by_policy(min(self._fed, limit), now, None))
+                return actions
+            if pause.job is not None or pause.probability is None:
+                return actions  # the answer is awaited (or there is no model)
+        verdict = policy.decide(silence_ms, pause.probability)
+        if not _ends(verdict):
+            return actions
+        if silence_ms < policy.max_silence_ms:
+            # The model said "finished" and the silence is now long enough: the turn ends
+            # where the audio it judged ended.
+            actions.extend(self._end_by_policy(pause.end, now, pause.model_ms))
+        else:
+            # The silence limit: the turn ends where the limit was reached, as the detector's
+            # own ``speech_end`` would have ended it.
+            limit = silence + int(policy.max_silence_ms * SAMPLE_RATE / 1000)
+            actions.extend(self._end_by_policy(min(self._fed, limit), now, None))
+        return actions
+
+    def _end_by_policy(self, end: int, now: float, eot_model_ms: float | None) -> list[TurnAction]:
+        assert self._utterance is not None and self._pause is not None
+        silence = self._pause.silence_start
+        endpointing = max(0.0, (self._fed - silence) * 1000 / SAMPLE_RATE)
+        actions = self._end_utterance(
+            max(self._utterance, end), now, endpointing, silence, eot_model_ms
+        )
+        self._ended_in = silence
+        return actions
+
+    def _drop_pause(self) -> list[TurnAction]:
+        pause, self._pause = self._pause, None
+        if pause is None or pause.job is None:
+            return []
+        return [CancelEndOfTurn(pause.job)]
 
     def _maybe_speculate(self) -> list[TurnAction]:
         if self._utterance is None or self._speculate is None:
@@ -318,6 +537,7 @@ class TurnTaker:
                     endpointing_ms=s.endpointing_ms,
                     stt_wait_ms=max(0.0, (s.done_at - s.ended_at) * 1000),
                     stt_compute_ms=s.compute_ms,
+                    eot_model_ms=s.eot_model_ms,
                 )
             )
         return actions
@@ -339,6 +559,8 @@ class TurnTaker:
         """Keep only audio that may still be cut: the utterance under way, or the pre-roll."""
         if self._utterance is not None:
             keep = self._utterance
+        elif self._ended_in is not None:
+            keep = self._last_end  # the user may still go on from there
         else:
             # A ``speech_start`` is reported after the onset (the detector needs some speech to
             # be sure): keep the pre-roll plus a second of margin for that delay.

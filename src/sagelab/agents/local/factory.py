@@ -10,18 +10,36 @@ Options (all optional)::
       brain: rules                                             # echo | rules | openai | llm
       brain_options: {...}                                     # see the brain's docstring
       vad_events: false                                        # send vad_score events
+      end_of_turn: {min_silence_ms: 400, threshold: 0.9, max_silence_ms: 800,
+                    ask_ahead_ms: 200,             # ask the model this much before min_silence
+                    model_patience_ms: 100,        # no answer by min_silence + this: end there
+                    model: null, cpu_threads: 1}   # Smart Turn (sagelab[turn]); model: ONNX path
+      end_of_turn: {silence_only: 400}             # or: silence alone ends a turn
+
+Without ``end_of_turn`` the VAD's ``end_silence_ms`` alone ends a turn. With it, the VAD's own
+wait is set from the policy (``max_silence_ms``, or the ``silence_only`` value): setting
+``vad.end_silence_ms`` to something else as well is refused, since one of the two would be
+silently ignored.
+
+Smart Turn ships in ``sagelab[turn]``, not in ``sagelab[local]``. When a model policy names no
+``model`` file and that extra is not installed, the agent still runs, on the silence rule at
+``min_silence_ms`` (the policy never ends a turn sooner anyway), and the server says so once
+in its log; a ``model`` path that cannot be loaded is an error.
 
 Models load once per process (``prepare`` at server start does it ahead of the first caller).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
 from sagelab.agents.base import AgentContext
 from sagelab.agents.local.brain import BrainError, create_brain
+from sagelab.agents.local.endofturn import EndOfTurnModel, EndOfTurnPolicy, get_smart_turn
 from sagelab.agents.local.pipeline import LocalAgent
 from sagelab.agents.local.stt import get_stt
 from sagelab.agents.local.tts import get_tts
@@ -58,8 +76,89 @@ def _brain_options(options: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     return brain_options
 
 
+_warned_no_model = False
+
+
+def _smart_turn_installed() -> bool:
+    if "pipecat" in sys.modules:
+        return sys.modules["pipecat"] is not None  # None: imports of it are blocked
+    try:
+        return importlib.util.find_spec("pipecat") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+_POLICY_KEYS = {"min_silence_ms", "threshold", "max_silence_ms", "reask_ms"}
+_MODEL_KEYS = {"model", "cpu_threads"}
+_TAKER_KEYS = {"ask_ahead_ms", "model_patience_ms"}
+
+
+def end_of_turn_policy(options: dict[str, Any]) -> EndOfTurnPolicy | None:
+    """The agent's ``end_of_turn`` option as a policy (None: the VAD's silence alone)."""
+    raw = options.get("end_of_turn")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ValueError(
+            "options.end_of_turn must be a mapping: {min_silence_ms, threshold, max_silence_ms} "
+            f"or {{silence_only: ms}}, got {raw!r}"
+        )
+    if "silence_only" in raw:
+        if set(raw) != {"silence_only"}:
+            raise ValueError("options.end_of_turn.silence_only takes no other key")
+        return EndOfTurnPolicy.silence_only(float(raw["silence_only"]))
+    unknown = set(raw) - _POLICY_KEYS - _MODEL_KEYS - _TAKER_KEYS
+    if unknown:
+        raise ValueError(
+            f"options.end_of_turn: unknown key(s) {sorted(unknown)}; use "
+            f"{sorted(_POLICY_KEYS | _MODEL_KEYS | _TAKER_KEYS)} or silence_only"
+        )
+    policy = EndOfTurnPolicy(**{k: v for k, v in raw.items() if k in _POLICY_KEYS})
+    if policy.uses_model and raw.get("model") is None and not _smart_turn_installed():
+        global _warned_no_model
+        if not _warned_no_model:
+            _warned_no_model = True
+            log.warning(
+                "end_of_turn: the Smart Turn model is not installed (pip install "
+                "'sagelab[turn]'); ending turns on %g ms of silence instead",
+                policy.min_silence_ms,
+            )
+        return EndOfTurnPolicy.silence_only(policy.min_silence_ms)
+    return policy
+
+
+def _vad_options(options: dict[str, Any], policy: EndOfTurnPolicy | None) -> dict[str, Any]:
+    vad = dict(options.get("vad") or {})
+    if policy is None:
+        return vad
+    wait = policy.max_silence_ms
+    if "end_silence_ms" in vad and float(vad["end_silence_ms"]) != wait:
+        raise ValueError(
+            f"options.vad.end_silence_ms ({vad['end_silence_ms']}) conflicts with "
+            f"options.end_of_turn (whose silence limit is {wait:g} ms): with end_of_turn set, "
+            "leave vad.end_silence_ms out"
+        )
+    vad["end_silence_ms"] = wait
+    return vad
+
+
+def _end_of_turn_model(
+    options: dict[str, Any], policy: EndOfTurnPolicy | None, base_dir: Path
+) -> EndOfTurnModel | None:
+    if policy is None or not policy.uses_model:
+        return None
+    raw = options["end_of_turn"]
+    return get_smart_turn(
+        _resolve(raw.get("model"), base_dir), cpu_threads=int(raw.get("cpu_threads", 1))
+    )
+
+
 def prepare(options: dict[str, Any], base_dir: Path) -> None:
-    """Load (and warm) the models an agent needs, so its first session does not wait."""
+    """Load (and warm) the models an agent needs, so its first session does not wait.
+
+    Also checks the turn-taking options, so a mistake stops the server at start."""
+    policy = end_of_turn_policy(options)
+    _vad_options(options, policy)
     stt = _stt(options, base_dir)
     if hasattr(stt, "warmup"):
         stt.warmup()
@@ -71,6 +170,9 @@ def prepare(options: dict[str, Any], base_dir: Path) -> None:
             # Not installed (no sagelab[llm-local]) or a bad model path: one clear line, not a
             # traceback at every start; sessions of this agent are refused with the same text.
             log.warning("the llm brain is not ready: %s", exc)
+    model = _end_of_turn_model(options, policy, base_dir)
+    if model is not None and hasattr(model, "warmup"):
+        model.warmup()
 
 
 def create(ctx: AgentContext, base_dir: Path) -> LocalAgent:
@@ -80,9 +182,10 @@ def create(ctx: AgentContext, base_dir: Path) -> LocalAgent:
     if brain_name == "rules":
         variables = {**ctx.agent.dynamic_variables, **brain_options.get("variables", {})}
         brain_options["variables"] = variables
+    policy = end_of_turn_policy(options)
     return LocalAgent(
         ctx,
-        detector=VadTurnDetector(**(options.get("vad") or {})),
+        detector=VadTurnDetector(**_vad_options(options, policy)),
         stt=_stt(options, base_dir),
         tts=_tts(options, base_dir),
         brain=create_brain(brain_name, brain_options),
@@ -90,4 +193,16 @@ def create(ctx: AgentContext, base_dir: Path) -> LocalAgent:
         # Milliseconds of silence before a speculative transcription starts; null turns
         # speculation off (every transcription then starts at the end of the turn).
         speculate_after_ms=options.get("speculate_after_ms", 160),
+        end_of_turn=policy,
+        end_of_turn_model=_end_of_turn_model(options, policy, base_dir),
+        **_taker_options(options),
     )
+
+
+def _taker_options(options: dict[str, Any]) -> dict[str, Any]:
+    raw = options.get("end_of_turn") or {}
+    patience = raw.get("model_patience_ms")
+    return {
+        "ask_ahead_ms": float(raw.get("ask_ahead_ms", 0.0)),
+        "model_patience_ms": None if patience is None else float(patience),
+    }

@@ -20,12 +20,16 @@ import numpy as np
 
 from sagelab.agents.base import Agent, AgentContext, AgentTurn, ToolResult
 from sagelab.agents.local.brain import Brain, BrainError, ChatMessage
+from sagelab.agents.local.endofturn import EndOfTurnModel, EndOfTurnPolicy
 from sagelab.agents.local.executor import run_model
+from sagelab.agents.local.tts import split_first_clause
 from sagelab.agents.replies import ReplyTask
 from sagelab.conversation.session import Interrupted
 from sagelab.conversation.turns import (
     BargeIn,
+    CancelEndOfTurn,
     CancelTranscription,
+    PredictEndOfTurn,
     Transcribe,
     TranscriptionFailed,
     TurnAction,
@@ -48,6 +52,10 @@ class LocalAgent(Agent):
     reply task, barge-in) and feeds the results back with the time they arrived. ``runner``
     runs a blocking model call (default: the shared model executor); tests pass one that
     takes simulated time.
+
+    ``end_of_turn`` is the policy that ends a pause (see ``TurnTaker``); a policy that asks a
+    model needs ``end_of_turn_model``, and a ``detector`` whose own silence wait is the
+    policy's ``max_silence_ms`` (``factory.create`` builds it so).
     """
 
     def __init__(
@@ -62,13 +70,23 @@ class LocalAgent(Agent):
         max_utterance_s: float = 30.0,
         vad_events: bool = False,
         speculate_after_ms: float | None = 160,
+        end_of_turn: EndOfTurnPolicy | None = None,
+        end_of_turn_model: EndOfTurnModel | None = None,
+        ask_ahead_ms: float = 0.0,
+        model_patience_ms: float | None = None,
         runner: ModelRunner = run_model,
     ) -> None:
+        if end_of_turn is not None and end_of_turn.uses_model and end_of_turn_model is None:
+            raise ValueError(
+                "this end-of-turn policy asks a model (it has a threshold) but no "
+                "end_of_turn_model was given; pass one, or use EndOfTurnPolicy.silence_only"
+            )
         super().__init__(ctx)
         self.detector = detector
         self.stt = stt
         self.tts = tts
         self.brain = brain
+        self.end_of_turn_model = end_of_turn_model
         self.vad_events = vad_events
         self.history: list[ChatMessage] = []
         self.turns = TurnTaker(
@@ -76,6 +94,9 @@ class LocalAgent(Agent):
             preroll_ms=preroll_ms,
             max_utterance_s=max_utterance_s,
             speculate_after_ms=speculate_after_ms,
+            end_of_turn=end_of_turn,
+            ask_ahead_ms=ask_ahead_ms,
+            model_patience_ms=model_patience_ms,
         )
         self._run = runner
         self._replies = ReplyTask(ctx)
@@ -136,7 +157,13 @@ class LocalAgent(Agent):
                         self._jobs[action.job] = asyncio.create_task(
                             self._transcribe(action.job, action.audio)
                         )
-                    case CancelTranscription():
+                    case PredictEndOfTurn():
+                        self._jobs[action.job] = asyncio.create_task(
+                            self._predict(action.job, action.audio)
+                        )
+                    case CancelTranscription() | CancelEndOfTurn():
+                        # A call still queued on the executor is dropped; one already running
+                        # finishes and its answer is ignored.
                         task = self._jobs.pop(action.job, None)
                         if task is not None:
                             task.cancel()
@@ -164,11 +191,30 @@ class LocalAgent(Agent):
         if actions:
             await self._execute(actions)
 
+    async def _predict(self, job: int, audio: np.ndarray) -> None:
+        assert self.end_of_turn_model is not None
+        try:
+            probability = await self._run(self.end_of_turn_model.probability, audio)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Not the user's problem: the pause is left to the silence fallback.
+            log.exception("end-of-turn model failed")
+            actions = self.turns.end_of_turn_failed(job, str(exc), _now())
+        else:
+            actions = self.turns.end_of_turn(job, min(1.0, max(0.0, probability)), _now())
+        finally:
+            self._jobs.pop(job, None)
+        if actions:
+            await self._execute(actions)
+
     async def _heard(self, heard: UserTurn) -> None:
         if heard.text:
             turn = self.ctx.begin_turn()
             if heard.endpointing_ms is not None:
                 await self.ctx.stage(turn, "endpointing", heard.endpointing_ms)
+            if heard.eot_model_ms is not None:  # part of endpointing: asking to answer
+                await self.ctx.stage(turn, "eot_model", heard.eot_model_ms)
             await self.ctx.stage(turn, "utterance", heard.utterance_ms)
             # With a speculative guess, "stt" is only what was left to wait for.
             await self.ctx.stage(turn, "stt", heard.stt_wait_ms)
@@ -258,7 +304,7 @@ class LocalAgent(Agent):
             while (sentence := await queue.get()) is not None:
                 if self.ctx.agent.text_only:
                     continue
-                pieces = _first_clause(sentence) if first_audio else [sentence]
+                pieces = split_first_clause(sentence) if first_audio else [sentence]
                 chunks = (c for piece in pieces for c in self.tts.synthesize(piece))
                 while True:
                     t_chunk = _now()
@@ -305,21 +351,6 @@ class LocalAgent(Agent):
 def _now() -> float:
     """The adapter's clock: the event loop's, so a simulated loop runs simulated time."""
     return asyncio.get_running_loop().time()
-
-
-_CLAUSE_BREAK = re.compile(r"[,:;] ")
-
-
-def _first_clause(sentence: str, min_chars: int = 12, long: int = 50) -> list[str]:
-    """Split a long first sentence after its first clause (comma, colon or semicolon), so
-    the turn's first audio waits for a clause, not a sentence: Piper synthesises whole pieces
-    (about 80 ms per second of speech here)."""
-    if len(sentence) < long:
-        return [sentence]
-    match = _CLAUSE_BREAK.search(sentence, min_chars)
-    if match is None or len(sentence) - match.end() < min_chars:
-        return [sentence]
-    return [sentence[: match.start() + 1], sentence[match.end() :]]
 
 
 async def _single(text: str) -> AsyncIterator[str]:
