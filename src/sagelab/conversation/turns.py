@@ -449,17 +449,18 @@ class TurnTaker:
                 audio = self._slice(self._utterance, self._fed)
                 actions.append(PredictEndOfTurn(pause.job, audio, self._utterance, self._fed))
                 return actions
+            patience = self._patience
             late = (
-                self._patience is not None
+                patience is not None
                 and pause.job is not None
                 and pause.asked == 1
-                and silence_ms >= policy.min_silence_ms + self._patience
+                and silence_ms >= policy.min_silence_ms + patience
             )
-            if late:
+            if late and patience is not None:
                 # The model is slower than the silence it was meant to save (a loaded
                 # machine): the silence rule at this length decides instead, so the turn ends
                 # no later, and cuts no more often, than that rule would.
-                limit = silence + int((policy.min_silence_ms + self._patience) * SAMPLE_RATE / 1000)
+                limit = silence + int((policy.min_silence_ms + patience) * SAMPLE_RATE / 1000)
                 actions.extend(self._end_by_policy(min(self._fed, limit), now, None))
                 return actions
             if pause.job is not None or pause.probability is None:
