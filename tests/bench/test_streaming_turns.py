@@ -32,13 +32,16 @@ def test_the_baseline_turns_are_the_agents_turns(tmp_path: Path) -> None:
     from sagelab.agents.local.vad import VadTurnDetector
 
     agent = server_config(None, "audio-sage", tmp_path).agents[0]
-    _, cut_s = end_of_turn_silence_s(agent)
+    configured_s, cut_s = end_of_turn_silence_s(agent)
     recordings = read_recordings(SPEECH / "manifest.jsonl")
     cases = build_all(read_cases(SPEECH / "streaming_cases.jsonl", recordings), recordings)
     lead = SAMPLE_RATE  # a second of silence before the speech, as after the greeting
     multi = 0
     for audio in cases:
-        detector = VadTurnDetector(**agent.options["vad"])
+        # The silence rule at the agent's earliest end of turn (its end-of-turn model can only
+        # keep a turn open longer, never end it sooner).
+        vad = {**(agent.options.get("vad") or {}), "end_silence_ms": configured_s * 1000}
+        detector = VadTurnDetector(**vad)
         stream = np.concatenate([np.zeros(lead, np.int16), audio.pcm,
                                  np.zeros(2 * SAMPLE_RATE, np.int16)])  # fmt: skip
         events = detector.feed(stream)

@@ -89,7 +89,8 @@ def agent_stt(agent: Any) -> Any:
 
 
 def end_of_turn_silence_s(agent: Any) -> tuple[float, float]:
-    """The agent's end-of-turn silence: as configured (``vad.end_silence_ms``, else the
+    """The agent's end-of-turn silence: as configured (``end_of_turn``'s ``silence_only`` or
+    ``min_silence_ms`` — the earliest a turn can end — else ``vad.end_silence_ms``, else the
     detector's default) and as the detector counts it, in whole 32 ms Silero windows
     (400 ms is 13 windows, 416 ms), both in seconds.
 
@@ -99,9 +100,12 @@ def end_of_turn_silence_s(agent: Any) -> tuple[float, float]:
     """
     from sagelab.agents.local.vad import WINDOW_MS, VadTurnDetector
 
-    vad = dict((agent.options or {}).get("vad") or {})
+    options = agent.options or {}
+    vad = dict(options.get("vad") or {})
     default = inspect.signature(VadTurnDetector).parameters["end_silence_ms"].default
-    ms = float(vad.get("end_silence_ms", default))
+    policy = options.get("end_of_turn") or {}
+    configured = policy.get("silence_only", policy.get("min_silence_ms"))
+    ms = float(configured if configured is not None else vad.get("end_silence_ms", default))
     return ms / 1000, math.ceil(ms / WINDOW_MS - 1e-9) * WINDOW_MS / 1000
 
 
