@@ -119,6 +119,18 @@ def _agent() -> ResolvedAgent:
     )
 
 
+def _conversation(transport: RecordingTransport, config: Any) -> Conversation:
+    """The server's conversation adapter for the test agent, recording what it sends."""
+    return Conversation(
+        conversation_id="conv_sim",
+        agent=_agent(),
+        transport=transport,
+        config=config,
+        metrics=ServerMetrics(),
+        store=None,
+    )
+
+
 def converse(
     speech: MarkedSpeech,
     chunk_ms: int,
@@ -149,14 +161,7 @@ def converse(
 
     async def main() -> list[Frame]:
         transport = RecordingTransport()
-        conv = Conversation(
-            conversation_id="conv_sim",
-            agent=_agent(),
-            transport=transport,
-            config=config,
-            metrics=ServerMetrics(),
-            store=None,
-        )
+        conv = _conversation(transport, config)
         agent = LocalAgent(
             conv,
             detector=EnergyTurnDetector(silence_ms=wait),
@@ -261,14 +266,7 @@ def test_a_heard_report_cuts_the_greeting_and_the_history_keeps_what_was_heard()
 
     async def main() -> tuple[list[Frame], list[Any]]:
         transport = RecordingTransport()
-        conv = Conversation(
-            conversation_id="conv_sim",
-            agent=_agent(),
-            transport=transport,
-            config=config,
-            metrics=ServerMetrics(),
-            store=None,
-        )
+        conv = _conversation(transport, config)
         agent = LocalAgent(
             conv,
             detector=EnergyTurnDetector(silence_ms=400),

@@ -37,6 +37,7 @@ class AgentAudio:
     payload: Any = field(repr=False)
     event_id: int
     first: bool = False
+    turn_age_s: float | None = None  # first chunk only: seconds since the turn began
     # ``chars``, ``char_start_times_ms``, ``char_durations_ms`` of the characters spoken in
     # this chunk, when the TTS gave an alignment (the protocol's optional ``alignment``).
     alignment: dict[str, list[Any]] | None = None

@@ -392,7 +392,13 @@ class ServerSession:
                 turn.first_audio_at = now
             actions.append(
                 Send(
-                    AgentAudio(chunk.payload, turn.event_id, first=first, alignment=chunk.alignment)
+                    AgentAudio(
+                        chunk.payload,
+                        turn.event_id,
+                        first=first,
+                        turn_age_s=now - turn.created_at if first else None,
+                        alignment=chunk.alignment,
+                    )
                 )
             )
             turn.sent_s += chunk.seconds

@@ -82,7 +82,6 @@ class Conversation:
         )
         self._chunk_samples = SAMPLE_RATE * config.audio_chunk_ms // 1000
         self._store_keys: dict[int, Any] = {}  # agent turn event id -> its row
-        self._turn_created: dict[int, float] = {}
         self._drained: dict[int, asyncio.Event] = {}
         self._tool_futures: dict[str, asyncio.Future[ToolResult]] = {}
         self._wake = asyncio.Event()
@@ -144,10 +143,8 @@ class Conversation:
         t = self.transport
         match event:
             case ev.AgentAudio():
-                if event.first:
-                    turn_created = self._turn_created.get(event.event_id)
-                    if turn_created is not None:
-                        self.metrics.first_audio.observe(self._now() - turn_created)
+                if event.turn_age_s is not None:
+                    self.metrics.first_audio.observe(event.turn_age_s)
                 await t.send_audio(event.payload, event.event_id, event.alignment)
             case ev.Ping():
                 await t.send_ping(event.event_id, event.ping_ms)
@@ -282,11 +279,7 @@ class Conversation:
     # -- AgentContext ----------------------------------------------------------------------
 
     def begin_turn(self) -> AgentTurn:
-        turn = self.core.begin_turn(self._now())
-        self._turn_created[turn.event_id] = turn.created_at
-        if len(self._turn_created) > 256:
-            self._turn_created.pop(next(iter(self._turn_created)))
-        return turn
+        return self.core.begin_turn(self._now())
 
     async def user_transcript(self, turn: AgentTurn, text: str, *, tentative: bool = False) -> None:
         await self._send(ev.UserTranscript(text, turn.event_id, tentative))
