@@ -62,11 +62,11 @@ def pooled_wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
 
 WINDOW_SETTINGS: dict[str, dict[str, Any]] = {
     "full 30 s": {"window": "full"},
-    "fit 5 s, retry 10 s (default)": {"window": "fit"},
-    "fit 5 s, then full": {"window": "fit", "retry_window_s": None},
+    "fit 10 s, then full (default)": {"window": "fit"},
+    "fit 5 s, retry 10 s": {"window": "fit", "min_window_s": 5},
+    "fit 5 s, then full": {"window": "fit", "min_window_s": 5, "retry_window_s": None},
     "fit 3 s, retry 10 s": {"window": "fit", "min_window_s": 3},
-    "fit 10 s, then full": {"window": "fit", "min_window_s": 10, "retry_window_s": None},
-    "fit pad 1 s, retry 10 s": {"window": "fit", "window_pad_s": 1},
+    "fit 5 s, pad 1 s, retry 10 s": {"window": "fit", "min_window_s": 5, "window_pad_s": 1},
     "naive: the audio alone, no guards": {
         "window": "fit",
         "min_window_s": 1,
