@@ -54,6 +54,10 @@ class ToolSpec(BaseModel):
     type: Literal["client", "server"] = "client"
     expects_response: bool = True
     response_timeout_secs: float = 20.0
+    # A sagelab setting (ElevenLabs has none like it): the server tool only reads, so the local
+    # agent may run it while it drafts a reply, before the user is known to be done. A tool
+    # that changes anything must never run for a turn that may not happen.
+    read_only: bool = False
 
 
 class AgentSpec(BaseModel):

@@ -56,6 +56,24 @@ class ToolResult:
         return self.value if isinstance(self.value, str) else json.dumps(self.value)
 
 
+@dataclass(frozen=True)
+class EarlyToolRun:
+    """A read-only server tool that ran before its turn was decided (a drafted reply's
+    lookup). Nothing about it has been reported yet: ``AgentContext.call_tool(..., early=run)``
+    reports it as the turn's call, with this result, without running it again."""
+
+    call_id: str
+    name: str
+    parameters: dict[str, Any]
+    value: Any
+    is_error: bool
+    duration_s: float
+
+    @property
+    def result(self) -> ToolResult:
+        return ToolResult(self.call_id, self.value, self.is_error)
+
+
 class AgentContext(Protocol):
     """The session side of the interface, implemented by the server's conversation core."""
 
@@ -94,8 +112,20 @@ class AgentContext(Protocol):
         ...
 
     async def call_tool(
-        self, turn: AgentTurn, name: str, parameters: dict[str, Any]
-    ) -> ToolResult: ...
+        self,
+        turn: AgentTurn,
+        name: str,
+        parameters: dict[str, Any],
+        *,
+        early: EarlyToolRun | None = None,
+    ) -> ToolResult:
+        """Call a tool for ``turn`` and report the call; with ``early``, report that run."""
+        ...
+
+    async def run_early(self, name: str, parameters: dict[str, Any]) -> EarlyToolRun | None:
+        """Run ``name`` now and report nothing, if it is a server tool marked ``read_only``
+        with an implementation here; None otherwise (the caller must wait for its turn)."""
+        ...
 
     async def vad_score(self, score: float) -> None: ...
 

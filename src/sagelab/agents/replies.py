@@ -30,6 +30,17 @@ class ReplyTask:
         self._task = asyncio.create_task(coro)
         self._task.add_done_callback(self._report_crash)
 
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def adopt(self, task: asyncio.Task[None]) -> None:
+        """Make an already running ``task`` the current reply (a draft that was confirmed)."""
+        if self._task is not None and not self._task.done() and self._task is not task:
+            self._task.cancel()
+        self._task = task
+        task.add_done_callback(self._report_crash)
+
     async def cancel(self) -> None:
         """Stop the current reply and wait until it has stopped."""
         task, self._task = self._task, None

@@ -60,6 +60,7 @@ __all__ = [
     "BargeIn",
     "CancelEndOfTurn",
     "CancelTranscription",
+    "Draft",
     "PredictEndOfTurn",
     "SpeechDetector",
     "Transcribe",
@@ -100,6 +101,23 @@ class CancelTranscription:
     """The result of ``job`` will not be used (the user went on talking)."""
 
     job: int
+
+
+@dataclass(frozen=True)
+class Draft:
+    """The speculative transcript of the pause under way: if this pause ends the turn, ``text``
+    is the turn's (it comes back as the ``UserTurn`` with the same ``job``, ``final`` and with
+    nothing before it still pending).
+
+    The caller may prepare its reply now, while the end of turn is still being decided, as
+    long as nothing of it reaches the user: the ``UserTurn`` confirms the draft, and a
+    ``CancelTranscription`` of ``job`` (the user went on) or a ``BargeIn`` withdraws it.
+    """
+
+    job: int
+    text: str
+    start: int
+    end: int
 
 
 def _ends(verdict: Verdict) -> bool:
@@ -153,6 +171,7 @@ class UserTurn:
     stt_wait_ms: float
     stt_compute_ms: float
     eot_model_ms: float | None = None
+    job: int | None = None  # the transcription it came from (a ``Draft``'s, if there was one)
 
     @property
     def utterance_ms(self) -> float:
@@ -171,6 +190,7 @@ class TranscriptionFailed:
 TurnAction = (
     Transcribe
     | CancelTranscription
+    | Draft
     | PredictEndOfTurn
     | CancelEndOfTurn
     | BargeIn
@@ -357,8 +377,14 @@ class TurnTaker:
         """The result of a ``Transcribe`` job."""
         segment = self._segment_for(job)
         if segment is None:
-            if self._guess is not None and self._guess.job == job:
-                self._guess_results[job] = (text, compute_ms, now)
+            guess = self._guess
+            if guess is None or guess.job != job:
+                return []
+            self._guess_results[job] = (text, compute_ms, now)
+            if text.strip() and not self._segments and self._utterance is not None:
+                # Nothing earlier is pending, so if this pause ends the turn, this is the
+                # last text of the request: the caller can prepare the reply meanwhile.
+                return [Draft(job, text.strip(), self._utterance, guess.end)]
             return []
         segment.text, segment.compute_ms, segment.done_at = text, compute_ms, now
         return self._release(now)
@@ -539,6 +565,7 @@ class TurnTaker:
                     stt_wait_ms=max(0.0, (s.done_at - s.ended_at) * 1000),
                     stt_compute_ms=s.compute_ms,
                     eot_model_ms=s.eot_model_ms,
+                    job=s.job,
                 )
             )
         return actions

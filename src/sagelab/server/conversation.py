@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sagelab.agents.base import Agent, ResolvedAgent, ToolResult
+from sagelab.agents.base import Agent, EarlyToolRun, ResolvedAgent, ToolResult
 from sagelab.conversation import events as ev
 from sagelab.conversation.session import (
     AgentTurn,
@@ -355,9 +355,36 @@ class Conversation:
         if self.backend is not None:
             await self.run_backend(self.backend.on_heard(interrupted))
 
-    async def call_tool(self, turn: AgentTurn, name: str, parameters: dict[str, Any]) -> ToolResult:
+    async def run_early(self, name: str, parameters: dict[str, Any]) -> EarlyToolRun | None:
         spec = self.agent.tool(name)
-        call_id = self.core.new_call_id()
+        if (
+            spec is None
+            or spec.type != "server"
+            or not spec.read_only
+            or self.server_tools is None
+            or name not in self.server_tools
+        ):
+            return None
+        call_id, started = self.core.new_call_id(), self._now()
+        outcome = await self.server_tools.execute(
+            name, parameters, timeout=spec.response_timeout_secs
+        )
+        elapsed = self._now() - started
+        value, is_error = outcome.value, outcome.is_error
+        return EarlyToolRun(call_id, name, dict(parameters), value, is_error, elapsed)
+
+    async def call_tool(
+        self,
+        turn: AgentTurn,
+        name: str,
+        parameters: dict[str, Any],
+        *,
+        early: EarlyToolRun | None = None,
+    ) -> ToolResult:
+        spec = self.agent.tool(name)
+        if early is not None and (early.name != name or early.parameters != parameters):
+            raise ValueError(f"the early run of {early.name!r} is not this call of {name!r}")
+        call_id = early.call_id if early is not None else self.core.new_call_id()
         if spec is None:
             return ToolResult(call_id, f"agent {self.agent.id!r} has no tool named {name!r}", True)
         started = self._now()
@@ -367,7 +394,10 @@ class Conversation:
                     self.conversation_id, call_id, name, parameters, event_id=turn.event_id
                 )
             await self.transport.send_tool_request(name, call_id, parameters, turn.event_id)
-            if self.server_tools is None or name not in self.server_tools:
+            if early is not None:
+                result = early.result
+                started -= early.duration_s  # the call took its run's time, only earlier
+            elif self.server_tools is None or name not in self.server_tools:
                 result = ToolResult(
                     call_id, f"server tool {name!r} has no implementation on this server", True
                 )

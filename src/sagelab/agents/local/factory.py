@@ -10,6 +10,8 @@ Options (all optional)::
       brain: rules                                             # echo | rules | openai | llm
       brain_options: {...}                                     # see the brain's docstring
       vad_events: false                                        # send vad_score events
+      draft_replies: true      # start the reply on a pause's speculative transcript, held
+                               # until the turn is confirmed (read_only tools run early)
       end_of_turn: {min_silence_ms: 400, threshold: 0.9, max_silence_ms: 800,
                     ask_ahead_ms: 200,             # ask the model this much before min_silence
                     model_patience_ms: 100,        # no answer by min_silence + this: end there
@@ -193,6 +195,7 @@ def create(ctx: AgentContext, base_dir: Path) -> LocalAgent:
         # Milliseconds of silence before a speculative transcription starts; null turns
         # speculation off (every transcription then starts at the end of the turn).
         speculate_after_ms=options.get("speculate_after_ms", 160),
+        draft_replies=bool(options.get("draft_replies", True)),
         end_of_turn=policy,
         end_of_turn_model=_end_of_turn_model(options, policy, base_dir),
         **_taker_options(options),

@@ -11,15 +11,18 @@ audio and tells the client what was actually heard.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from sagelab.agents.base import Agent, AgentContext, AgentTurn, ToolResult
 from sagelab.agents.local.brain import Brain, BrainError, ChatMessage
+from sagelab.agents.local.draft import DraftContext
 from sagelab.agents.local.endofturn import EndOfTurnModel, EndOfTurnPolicy
 from sagelab.agents.local.executor import run_model
 from sagelab.agents.local.tts import split_first_clause
@@ -29,6 +32,7 @@ from sagelab.conversation.turns import (
     BargeIn,
     CancelEndOfTurn,
     CancelTranscription,
+    Draft,
     PredictEndOfTurn,
     Transcribe,
     TranscriptionFailed,
@@ -44,6 +48,17 @@ ModelRunner = Callable[..., Awaitable[Any]]
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
+@dataclass
+class _Drafted:
+    """A reply started on a ``Draft``: the request it answers and the history before it."""
+
+    job: int
+    text: str
+    ctx: DraftContext
+    task: asyncio.Task[None]
+    history: list[ChatMessage]
+
+
 class LocalAgent(Agent):
     """The asyncio adapter around :class:`~sagelab.conversation.turns.TurnTaker`.
 
@@ -56,6 +71,11 @@ class LocalAgent(Agent):
     ``end_of_turn`` is the policy that ends a pause (see ``TurnTaker``); a policy that asks a
     model needs ``end_of_turn_model``, and a ``detector`` whose own silence wait is the
     policy's ``max_silence_ms`` (``factory.create`` builds it so).
+
+    ``draft_replies`` starts the reply on the speculative transcript of a pause, before the
+    turn is decided, holding everything it would say until the turn is confirmed
+    (``sagelab.agents.local.draft``): the reply's first audio is then ready when the turn
+    ends. Read-only server tools run early; others wait for the confirmation.
     """
 
     def __init__(
@@ -74,6 +94,7 @@ class LocalAgent(Agent):
         end_of_turn_model: EndOfTurnModel | None = None,
         ask_ahead_ms: float = 0.0,
         model_patience_ms: float | None = None,
+        draft_replies: bool = True,
         runner: ModelRunner = run_model,
     ) -> None:
         if end_of_turn is not None and end_of_turn.uses_model and end_of_turn_model is None:
@@ -107,6 +128,8 @@ class LocalAgent(Agent):
         # The event id of the reply whose text is the last assistant entry of ``history``.
         self._history_reply: int | None = None
         self._actions = asyncio.Lock()
+        self.draft_replies = draft_replies
+        self._draft: _Drafted | None = None
 
     # -- Agent interface -------------------------------------------------------------------
 
@@ -143,6 +166,7 @@ class LocalAgent(Agent):
         for task in self._jobs.values():
             task.cancel()
         self._jobs.clear()
+        await self._drop_draft()
         await self._replies.cancel()
         await self.brain.aclose()
 
@@ -167,6 +191,10 @@ class LocalAgent(Agent):
                         task = self._jobs.pop(action.job, None)
                         if task is not None:
                             task.cancel()
+                        if isinstance(action, CancelTranscription):
+                            await self._drop_draft(action.job)
+                    case Draft():
+                        await self._start_draft(action)
                     case BargeIn():
                         await self._barge_in()
                     case TranscriptionFailed():
@@ -225,7 +253,40 @@ class LocalAgent(Agent):
             turn = self._request[-1][0]
             text = " ".join(t for _, t in self._request)
             self._request = []
+            draft, self._draft = self._draft, None
+            if draft is not None and draft.job == heard.job and draft.text == text:
+                await draft.ctx.commit(turn, _now())
+                self._replies.adopt(draft.task)
+                return
+            if draft is not None:
+                await self._cancel_draft(draft)
             self._replies.start(self._reply(turn, text))
+        elif self._draft is not None and self._draft.job == heard.job:
+            await self._drop_draft()  # its transcript came, but the user is not done
+
+    async def _start_draft(self, draft: Draft) -> None:
+        """Prepare the reply to the request so far plus ``draft.text``, saying nothing yet."""
+        await self._drop_draft()
+        if not self.draft_replies or self._replies.running:
+            return  # (a typed message's reply is still being produced: it goes first)
+        text = " ".join([*(t for _, t in self._request), draft.text])
+        ctx = DraftContext(self.ctx, _now())
+        saved = list(self.history)
+        task = asyncio.create_task(self._reply(ctx.turn, text, ctx))
+        self._draft = _Drafted(draft.job, text, ctx, task, saved)
+
+    async def _drop_draft(self, job: int | None = None) -> None:
+        """Withdraw the draft (of ``job``, or whichever there is): the user went on."""
+        draft = self._draft
+        if draft is not None and (job is None or draft.job == job):
+            self._draft = None
+            await self._cancel_draft(draft)
+
+    async def _cancel_draft(self, draft: _Drafted) -> None:
+        draft.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await draft.task
+        self.history = draft.history  # the draft's request and reply never happened
 
     async def on_heard(self, interrupted: Interrupted) -> None:
         await self._replies.cancel()
@@ -234,6 +295,7 @@ class LocalAgent(Agent):
     async def _barge_in(self) -> None:
         """The user talks: cut what the agent is saying, stop producing more, and keep in the
         history only what the user actually heard of the reply."""
+        await self._drop_draft()
         interrupted = await self.ctx.interrupt()
         await self._replies.cancel()
         self._keep_heard(interrupted)
@@ -250,7 +312,8 @@ class LocalAgent(Agent):
             else:
                 self.history.pop()  # nothing was heard: the request is still unanswered
 
-    async def _reply(self, turn: AgentTurn, text: str) -> None:
+    async def _reply(self, turn: AgentTurn, text: str, ctx: AgentContext | None = None) -> None:
+        ctx = ctx if ctx is not None else self.ctx
         if self.history and self.history[-1].role == "user":
             # The previous reply was cut off before the agent said anything (or before it was
             # produced at all): what the user said then and now is one request.
@@ -261,14 +324,14 @@ class LocalAgent(Agent):
         pieces = self.brain.respond(
             list(self.history),
             system_prompt=self._system_prompt(),
-            tools=self.ctx.agent.tools,
-            call_tool=lambda name, params: self._call_tool(turn, name, params),
+            tools=ctx.agent.tools,
+            call_tool=lambda name, params: self._call_tool(ctx, turn, name, params),
         )
         spoken: list[str] = []
         try:
-            await self._speak(turn, _sentences(_timed(pieces, turn, self.ctx, t0)), spoken)
+            await self._speak(turn, _sentences(_timed(pieces, turn, ctx, t0)), spoken, ctx)
         except BrainError as exc:
-            await self.ctx.fail("llm_error", str(exc))
+            await ctx.fail("llm_error", str(exc))
         finally:
             reply = " ".join(spoken).strip()
             if reply:
@@ -276,13 +339,18 @@ class LocalAgent(Agent):
                 self._history_reply = turn.event_id
 
     async def _speak(
-        self, turn: AgentTurn, sentences: AsyncIterator[str], spoken: list[str] | None = None
+        self,
+        turn: AgentTurn,
+        sentences: AsyncIterator[str],
+        spoken: list[str] | None = None,
+        ctx: AgentContext | None = None,
     ) -> None:
         """Synthesise sentence by sentence while the brain is still producing the next ones.
 
         The reply text goes out as one ``agent_response`` once the brain has finished (as
         ElevenLabs does), usually while the first sentence is already playing.
         """
+        ctx = ctx if ctx is not None else self.ctx
         queue: asyncio.Queue[str | None] = asyncio.Queue()
         heard = spoken if spoken is not None else []
 
@@ -294,7 +362,7 @@ class LocalAgent(Agent):
             finally:
                 queue.put_nowait(None)
             if heard:
-                await self.ctx.agent_response(turn, " ".join(heard))
+                await ctx.agent_response(turn, " ".join(heard))
 
         producer = asyncio.create_task(produce())
         t0 = _now()
@@ -302,42 +370,44 @@ class LocalAgent(Agent):
         synth_s = audio_s = 0.0
         try:
             while (sentence := await queue.get()) is not None:
-                if self.ctx.agent.text_only:
+                if ctx.agent.text_only:
                     continue
                 pieces = split_first_clause(sentence) if first_audio else [sentence]
                 chunks = (c for piece in pieces for c in self.tts.synthesize(piece))
                 while True:
                     t_chunk = _now()
-                    chunk = await self._next_chunk(chunks)
+                    chunk = await self._next_chunk(ctx, chunks)
                     if chunk is None:
                         break
                     synth_s += _now() - t_chunk
                     audio_s += chunk.pcm.size / SAMPLE_RATE
                     if first_audio:
                         ms = (_now() - t0) * 1000
-                        await self.ctx.stage(turn, "tts_first_audio", ms)
+                        await ctx.stage(turn, "tts_first_audio", ms)
                         first_audio = False
-                    await self.ctx.agent_audio(turn, chunk.pcm, chunk.alignment)
+                    await ctx.agent_audio(turn, chunk.pcm, chunk.alignment)
             await producer
             if audio_s:  # real-time factor = tts_synth / tts_audio
-                await self.ctx.stage(turn, "tts_synth", synth_s * 1000)
-                await self.ctx.stage(turn, "tts_audio", audio_s * 1000)
-            await self.ctx.finish_audio(turn)
+                await ctx.stage(turn, "tts_synth", synth_s * 1000)
+                await ctx.stage(turn, "tts_audio", audio_s * 1000)
+            await ctx.finish_audio(turn)
         finally:
             producer.cancel()
 
-    async def _next_chunk(self, chunks: Any) -> Any:
+    async def _next_chunk(self, ctx: AgentContext, chunks: Any) -> Any:
         try:
             return await self._run(next, chunks, None)
         except Exception as exc:
             log.exception("text-to-speech failed")
-            await self.ctx.fail("tts_cascade_error", f"text-to-speech failed: {exc}")
+            await ctx.fail("tts_cascade_error", f"text-to-speech failed: {exc}")
             return None
 
-    async def _call_tool(self, turn: AgentTurn, name: str, params: dict[str, Any]) -> ToolResult:
+    async def _call_tool(
+        self, ctx: AgentContext, turn: AgentTurn, name: str, params: dict[str, Any]
+    ) -> ToolResult:
         t0 = _now()
-        result = await self.ctx.call_tool(turn, name, params)
-        await self.ctx.stage(turn, "tool", (_now() - t0) * 1000)
+        result = await ctx.call_tool(turn, name, params)
+        await ctx.stage(turn, "tool", (_now() - t0) * 1000)
         return result
 
     def _system_prompt(self) -> str:
