@@ -156,8 +156,12 @@ def for_session(
     max_messages_per_s: float,
     input_format: str | None,
     max_bytes_per_s: int | None = None,
+    now: float | None = None,
 ) -> InputLimiter:
-    """The limiter for one session; the audio limit defaults to twice real time."""
+    """The limiter for one session; the audio limit defaults to twice real time.
+
+    ``now`` is the clock later checks pass (the event loop's); default ``time.monotonic()``.
+    """
     nominal = nominal_audio_rate(input_format)
     audio = float(max_audio_bytes_per_s or 2 * nominal)
     return InputLimiter(
@@ -167,6 +171,7 @@ def for_session(
         nominal_audio_bytes_per_s=nominal,
         # Never below what the audio limit needs once base64 and JSON wrap it.
         bytes_per_s=float(max(max_bytes_per_s or DEFAULT_BYTES_PER_S, audio * 3 // 2)),
+        now=now,
     )
 
 
