@@ -212,29 +212,28 @@ class Session:
         it resumes the same conversation on a sagelab server, with backoff (off by default).
         """
         network = NetworkConditions.resolve(network)  # bad conditions fail here, not later
-        override: dict[str, Any] = {}
-        agent: dict[str, Any] = {}
-        if prompt is not None:
-            agent["prompt"] = {"prompt": prompt}
-        if first_message is not None:
-            agent["first_message"] = first_message
-        if language is not None:
-            agent["language"] = language
-        if agent:
-            override["agent"] = agent
-        if voice_id is not None:
-            override["tts"] = {"voice_id": voice_id}
-        if text_only:
-            override["conversation"] = {"text_only": True}
-        init: dict[str, Any] = {
-            "type": "conversation_initiation_client_data",
-            "conversation_config_override": override,
-            "custom_llm_extra_body": {},
-            "dynamic_variables": dynamic_variables or {},
-            "source_info": {"source": "sagelab", "version": _version()},
-        }
-        if user_id is not None:
-            init["user_id"] = user_id
+        agent = wire.AgentOverride(
+            prompt=wire.PromptOverride(prompt=prompt) if prompt is not None else None,
+            first_message=first_message,
+            language=language,
+        )
+        override = wire.ConversationConfigOverride(
+            agent=agent if agent.model_dump(exclude_none=True) else None,
+            tts=wire.TtsOverride(voice_id=voice_id) if voice_id is not None else None,
+            conversation=wire.ConversationOverride(text_only=True) if text_only else None,
+        )
+        # Built with the codec's model, so a bad argument fails here, naming the field; kept
+        # as the frame's JSON object, which ``Session`` sends as it is.
+        init: dict[str, Any] = json.loads(
+            wire.encode_client(
+                wire.ConversationInitiationClientData(
+                    conversation_config_override=override,
+                    dynamic_variables=dynamic_variables or {},
+                    source_info=wire.SourceInfo(source="sagelab", version=_version()),
+                    user_id=user_id,
+                )
+            )
+        )
 
         async def resolve_url() -> str:
             if requires_auth:

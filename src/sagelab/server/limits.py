@@ -9,21 +9,32 @@ permessage-deflate has inflated them, so compression does not make a flood cheap
 expensive to hold), and audio bytes per second.
 
 What a session keeps between messages is bounded too, by the helpers at the end: the
-initiation frame, ``dynamic_variables``, ``contextual_update`` notes and the conversation
-history. Each bound is far above what a real client sends (a spoken turn is a few hundred
-characters) and each is applied where the data arrives, so nothing unbounded is ever held.
+initiation frame and ``dynamic_variables``; ``contextual_update`` notes and the conversation
+history are bounded by the agent that keeps them (``sagelab.conversation.history``). Each
+bound is far above what a real client sends (a spoken turn is a few hundred characters) and
+each is applied where the data arrives, so nothing unbounded is ever held.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
-from collections.abc import Mapping, MutableMapping, MutableSequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sagelab.audio import AudioFormat
+
+# What an agent remembers is bounded where it stores it (``sagelab.conversation.history``); the
+# names stay importable from here, where the server's other bounds are.
+from sagelab.conversation.history import (  # noqa: F401
+    MAX_HISTORY_MESSAGES,
+    MAX_MESSAGE_CHARS,
+    MAX_NOTE_CHARS,
+    MAX_NOTES,
+    keep_note,
+    trim_history,
+)
 
 # A browser's MediaRecorder sends Opus at 32-128 kbit/s; the relay's nominal audio byte rate is
 # the top of that range, so a limit of twice the nominal rate never refuses a real browser.
@@ -39,12 +50,6 @@ MAX_DYNAMIC_VARIABLES = 64
 MAX_DYNAMIC_VARIABLE_NAME = 128
 MAX_DYNAMIC_VARIABLE_CHARS = 4096  # one value as text
 MAX_DYNAMIC_VARIABLES_CHARS = 32 * 1024  # all values together
-#: Distinct ``contextual_update`` notes a session keeps (the oldest goes first), and their size.
-MAX_NOTES = 16
-MAX_NOTE_CHARS = 4096
-#: Conversation history a session keeps for its brain: messages and characters per message.
-MAX_HISTORY_MESSAGES = 64
-MAX_MESSAGE_CHARS = 8192
 
 
 class TokenBucket:
@@ -156,8 +161,12 @@ def for_session(
     max_messages_per_s: float,
     input_format: str | None,
     max_bytes_per_s: int | None = None,
+    now: float | None = None,
 ) -> InputLimiter:
-    """The limiter for one session; the audio limit defaults to twice real time."""
+    """The limiter for one session; the audio limit defaults to twice real time.
+
+    ``now`` is the clock later checks pass (the event loop's); default ``time.monotonic()``.
+    """
     nominal = nominal_audio_rate(input_format)
     audio = float(max_audio_bytes_per_s or 2 * nominal)
     return InputLimiter(
@@ -167,6 +176,7 @@ def for_session(
         nominal_audio_bytes_per_s=nominal,
         # Never below what the audio limit needs once base64 and JSON wrap it.
         bytes_per_s=float(max(max_bytes_per_s or DEFAULT_BYTES_PER_S, audio * 3 // 2)),
+        now=now,
     )
 
 
@@ -234,26 +244,3 @@ def dynamic_variables_refused(variables: Mapping[str, Any] | None) -> LimitExcee
             f"{MAX_DYNAMIC_VARIABLES_CHARS}",
         )
     return None
-
-
-def keep_note(notes: MutableMapping[Any, str], context_id: Any, text: str) -> None:
-    """Store a ``contextual_update`` note: the same id replaces its note (as the protocol
-    says), a note is cut to ``MAX_NOTE_CHARS`` and only the newest ``MAX_NOTES`` are kept."""
-    notes.pop(context_id, None)  # re-inserted last: it is now the newest
-    notes[context_id] = text[:MAX_NOTE_CHARS]
-    while len(notes) > MAX_NOTES:
-        del notes[next(iter(notes))]
-
-
-def trim_history(history: MutableSequence[Any]) -> None:
-    """Keep the conversation history a brain sees bounded: the newest
-    ``MAX_HISTORY_MESSAGES`` messages, each cut to ``MAX_MESSAGE_CHARS`` characters.
-
-    Messages are dataclasses with a ``content`` field (``ChatMessage``); a cut one is replaced.
-    """
-    if len(history) > MAX_HISTORY_MESSAGES:
-        del history[: len(history) - MAX_HISTORY_MESSAGES]
-    for i, message in enumerate(history):
-        content = getattr(message, "content", None)
-        if isinstance(content, str) and len(content) > MAX_MESSAGE_CHARS:
-            history[i] = dataclasses.replace(message, content=content[:MAX_MESSAGE_CHARS])

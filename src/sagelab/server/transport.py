@@ -1,7 +1,9 @@
-"""What the conversation core sends, independent of the wire protocol.
+"""What the conversation sends, independent of the wire protocol.
 
-The core speaks in ConvAI terms (the richer protocol); each ``Transport`` renders those events
-for its protocol, and converts the core's 16 kHz PCM to the client's audio format at the edge.
+The conversation calls one method per thing it says; a connected client's transport
+(``connection.WebSocketTransport``) turns each call into a protocol-neutral event and lets the
+protocol's serializer (``convai.py``, ``relay.py``) encode it, including the core's 16 kHz PCM
+in the client's audio format. ``DetachedTransport`` stands in while no client is connected.
 """
 
 from __future__ import annotations

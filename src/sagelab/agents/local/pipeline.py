@@ -27,6 +27,7 @@ from sagelab.agents.local.endofturn import EndOfTurnModel, EndOfTurnPolicy
 from sagelab.agents.local.executor import run_model
 from sagelab.agents.local.tts import split_first_clause
 from sagelab.agents.replies import ReplyTask
+from sagelab.conversation import history
 from sagelab.conversation.session import Interrupted
 from sagelab.conversation.turns import (
     BargeIn,
@@ -40,7 +41,6 @@ from sagelab.conversation.turns import (
     TurnTaker,
     UserTurn,
 )
-from sagelab.server import limits
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 16_000
@@ -157,7 +157,7 @@ class LocalAgent(Agent):
 
     async def on_contextual_update(self, text: str, context_id: str | None) -> None:
         # The same context_id replaces the older note, as the protocol reference says; bounded.
-        limits.keep_note(self._context_notes, context_id, text)
+        history.keep_note(self._context_notes, context_id, text)
 
     async def on_interrupt(self) -> None:
         await self._barge_in()
@@ -319,7 +319,7 @@ class LocalAgent(Agent):
             # produced at all): what the user said then and now is one request.
             text = f"{self.history.pop().content} {text}"
         self.history.append(ChatMessage("user", text))
-        limits.trim_history(self.history)
+        history.trim_history(self.history)
         t0 = _now()
         pieces = self.brain.respond(
             list(self.history),
