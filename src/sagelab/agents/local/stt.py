@@ -233,19 +233,24 @@ def looks_like_a_loop(tokens: list[int], text: str) -> bool:
     return len(data) > 24 and len(data) / len(zlib.compress(data)) > 2.4
 
 
-DITHER = 8 / 32768  # the noise floor added to a fitted window's audio: about -72 dBFS
+SILENCE_FLOOR = 8 / 32768  # the noise put in place of digital silence: about -72 dBFS
 
 
-def dither(audio: np.ndarray, level: float = DITHER) -> np.ndarray:
-    """``audio`` (float32) plus a faint, fixed noise floor, as Kaldi-style front ends dither.
+def fill_digital_silence(audio: np.ndarray, level: float = SILENCE_FLOOR) -> np.ndarray:
+    """``audio`` (float32) with its exact zeros replaced by a faint, fixed noise floor.
 
     Digital silence has no log-mel energy at all, so Whisper sees its clamp floor there, an
-    input real microphones never produce; on a window shorter than 30 s, turns cut from
-    digitally silent audio then lose or change their first word ("Update record 5" heard as
-    "I think record five" in 8 of 25 cuts of one demo command; 0 of 25 with this floor). The
-    noise is seeded, so a transcript does not change from one call to the next."""
+    input no microphone produces; on a window shorter than 30 s, turns cut from digitally
+    silent audio then lose or change their first word ("Update record 5" heard as "I think
+    record five" in 8 of 25 cuts of one demo command; 0 of 25 with this floor). Only exact
+    zeros change, so recorded audio, which always has a noise floor of its own, is left as it
+    is (dithering all of it cost two words on the real speech set). The noise is seeded, so a
+    transcript does not change from one call to the next."""
+    silent = audio == 0.0
+    if not silent.any():
+        return audio
     noise = np.random.default_rng(0).normal(0.0, level, audio.size).astype(np.float32)
-    return audio + noise
+    return np.where(silent, noise, audio).astype(np.float32)
 
 
 def fitted_window_frames(content_frames: int, min_window_s: float, pad_s: float) -> int:
@@ -402,7 +407,7 @@ class WhisperSTT:
         import ctranslate2
 
         tokenizer, prompt, suppressed = self._fit_prompt()
-        features = model.feature_extractor(dither(audio))
+        features = model.feature_extractor(fill_digital_silence(audio))
         content = features.shape[-1] - 1  # the last frame only covers the stft padding
         frames = fitted_window_frames(content, min_window_s, self.window_pad_s)
         window = np.zeros((1, features.shape[0], frames), dtype=np.float32)
