@@ -22,6 +22,13 @@ pytestmark = pytest.mark.model
 DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
 
 
+# The subject here is the model's tool call from the exact phrase. Its last word sits on a
+# borderline for tiny.en ("paused" or "past", depending on a few ms of trailing silence) on the
+# default fitted window, so the tests pin the 30 s window, on which it is stable; speech-to-text
+# accuracy has its own benchmarks (docs/accuracy.md).
+PINNED_STT = {"window": "full"}
+
+
 def llm_config(tmp_path: Path) -> ServerConfig:
     config = load_config(None, env={}, port=0, store_path=str(tmp_path / "store.sqlite3"))
     config.agents = [a for a in config.agents if a.id == "audio-sage-llm"]
@@ -30,6 +37,7 @@ def llm_config(tmp_path: Path) -> ServerConfig:
     options["server_tools"] = {**options["server_tools"], "database": str(tmp_path / "db.sqlite3")}
     # Seeded and greedy, so that a failure replays the same way.
     options["brain_options"] = {**options["brain_options"], "temperature": 0, "seed": 7}
+    options["stt"] = PINNED_STT
     spec.options = options
     return config
 

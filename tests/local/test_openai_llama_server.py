@@ -160,6 +160,7 @@ async def test_a_spoken_conversation_through_the_openai_brain(llama_server, tmp_
         "server_tools": {**spec.options["server_tools"], "database": str(tmp_path / "db.sqlite3")},
         "brain": "openai",
         "brain_options": openai_options(llama_server, max_tokens=48, **FORCE),
+        "stt": {"window": "full"},  # a stable "paused" (see PINNED_STT in test_audio_sage_llm)
     }
     async with (
         SagelabServer(config) as server,
