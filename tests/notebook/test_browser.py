@@ -24,6 +24,7 @@ import yaml
 from jupyter_client import BlockingKernelClient
 from nb_helpers import REPO, Lab
 from playwright.sync_api import ConsoleMessage, Locator, Page, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from sagelab.audio import load_audio, save_wav, silence
 from sagelab.metrics.accuracy import score
@@ -206,6 +207,25 @@ def words(text: str) -> list[str]:
     return text.split()
 
 
+def wait_for_lines(browser: Browser, role: str, more_than: int, timeout_s: float) -> None:
+    """Wait until the transcript has more than ``more_than`` lines of ``role``; on a timeout,
+    say what the panel shows and the last events the session recorded."""
+    try:
+        browser.page.wait_for_function(
+            "([role, n]) => document.querySelectorAll(`.sagelab-panel .sagelab-${role}`).length"
+            " > n",
+            arg=[role, more_than],
+            timeout=timeout_s * 1000,
+        )
+    except PlaywrightTimeout:
+        state = browser.kernel_json(
+            "{'transcript': panel.transcript, 'error': panel.error,"
+            " 'recent': [(e.direction, e.type, e.event_id) for e in panel.timeline.events"
+            " if e.type not in ('audio', 'user_audio_chunk')][-30:]}"
+        )
+        raise AssertionError(f"no new {role} line in {timeout_s} s: {state}") from None
+
+
 def test_speaking_over_a_long_reply_cuts_it_and_the_next_turn_runs_a_tool(
     browser: Browser, artifacts: Path
 ) -> None:
@@ -295,11 +315,7 @@ def test_speaking_over_a_long_reply_cuts_it_and_the_next_turn_runs_a_tool(
     assert " ".join(heard) in (cut_flag.get_attribute("title") or "")
 
     # What was said over the reply is the next turn: a search that runs the server's tool.
-    page.wait_for_function(
-        "n => document.querySelectorAll('.sagelab-panel .sagelab-agent').length > n + 1",
-        arg=agents_before,
-        timeout=90_000,
-    )
+    wait_for_lines(browser, "agent", agents_before + 1, 90)
     said = lines(page, "user")[users_before + 1]
     assert score(browser.mic_text, said).wer <= 0.25, (browser.mic_text, said)
     answer = lines(page, "agent")[agents_before + 1]
