@@ -2,8 +2,10 @@
 a fake microphone that plays a real speech recording, and the bundled ``audio-sage`` agent.
 
 The notebook ``01_conversation.ipynb`` is run as a user would (Run All), then the panel's
-Record and Stop buttons are pressed; what the panel shows is checked in the page, what the
-player reported and the session recorded is read from the same kernel.
+Record and Stop buttons are pressed, once over a long reply (a barge-in the server hears); what
+the panel shows is checked in the page, what the player reported and the session recorded is
+read from the same kernel. The barge-in test's screenshot is the documentation's
+(``docs/notebook-panel.png``, copied from ``runs/test-artifacts/``).
 """
 
 from __future__ import annotations
@@ -22,13 +24,19 @@ import yaml
 from jupyter_client import BlockingKernelClient
 from nb_helpers import REPO, Lab
 from playwright.sync_api import ConsoleMessage, Locator, Page, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from sagelab.audio import load_audio, save_wav, silence
 from sagelab.metrics.accuracy import score
+from sagelab.metrics.turns import STAGE_PARTS
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.browser]
 
-MIC_TURN = "user/02_get.wav"  # a demo user line; its words are in conversation.yaml
+# What the fake microphone says: the demo's barge-in line ("Stop. Search for Berlin."), which
+# makes audio-sage call its search_records tool; its words are in conversation.yaml.
+MIC_TURN = "user/05_barge.wav"
+# The question whose answer it cuts: audio-sage's longest reply (its help, about 15 s).
+LONG_REPLY_QUESTION = "user/04_help.wav"
 
 
 @dataclass
@@ -145,7 +153,8 @@ def browser(
                 "--autoplay-policy=no-user-gesture-required",  # replays start without a wait
             ],
         )
-        context = chrome.new_context(viewport={"width": 1280, "height": 1100})
+        # Tall enough for a screenshot of the whole panel after several tool calls.
+        context = chrome.new_context(viewport={"width": 1280, "height": 1600})
         context.grant_permissions(["microphone"], origin=jupyter_lab.url)
         page = context.new_page()
         errors: list[str] = []
@@ -194,6 +203,152 @@ def lines(page: Page, role: str) -> list[str]:
     return [t.strip() for t in texts]
 
 
+def words(text: str) -> list[str]:
+    return text.split()
+
+
+def wait_for_lines(browser: Browser, role: str, more_than: int, timeout_s: float) -> None:
+    """Wait until the transcript has more than ``more_than`` lines of ``role``; on a timeout,
+    say what the panel shows and the last events the session recorded."""
+    try:
+        browser.page.wait_for_function(
+            "([role, n]) => document.querySelectorAll(`.sagelab-panel .sagelab-${role}`).length"
+            " > n",
+            arg=[role, more_than],
+            timeout=timeout_s * 1000,
+        )
+    except PlaywrightTimeout:
+        state = browser.kernel_json(
+            "{'transcript': panel.transcript, 'error': panel.error,"
+            " 'recent': [(e.direction, e.type, e.event_id) for e in panel.timeline.events"
+            " if e.type not in ('audio', 'user_audio_chunk')][-30:]}"
+        )
+        raise AssertionError(f"no new {role} line in {timeout_s} s: {state}") from None
+
+
+def test_speaking_over_a_long_reply_cuts_it_and_the_next_turn_runs_a_tool(
+    browser: Browser, artifacts: Path
+) -> None:
+    """A barge-in the server hears: the microphone speaks while the agent's longest reply is
+    playing, the server's VAD cuts the reply (``interruption``), the transcript keeps the words
+    the player really played and strikes out the rest, and the words spoken over the reply are
+    the next turn, which runs a server tool whose parameters and result the panel shows.
+
+    The fake microphone loops 0.3 s of silence, the barge-in line and 2 s of silence. Recording
+    starts just after one of its utterances ends while the reply is playing: the next utterance
+    starts 1.9 s later, well inside a reply of about 15 s."""
+    page = browser.page
+    panel = page.locator(".sagelab-panel")
+    panel.scroll_into_view_if_needed()
+    users_before = len(lines(page, "user"))
+    agents_before = len(lines(page, "agent"))
+    run_new_cell(
+        page, f"_ = panel.send_recording(DATA / 'demo' / {LONG_REPLY_QUESTION!r}, wait=False)"
+    )
+    page.wait_for_function(
+        "n => document.querySelectorAll('.sagelab-panel .sagelab-agent').length > n",
+        arg=agents_before,
+        timeout=90_000,
+    )
+    page.wait_for_function(
+        "() => document.querySelector('.sagelab-panel .sagelab-status').textContent"
+        " === 'agent speaking'",
+        timeout=30_000,
+    )
+    mic_moment(page, "pause")
+    panel.get_by_role("button", name="● Record").click()
+    panel.get_by_role("button", name="■ Stop").wait_for(timeout=10_000)
+    mic_moment(page, "speaking")
+    mic_moment(page, "pause")
+    time.sleep(0.9)  # 1.3 s of silence after the words: the server ends a turn by 800 ms
+    panel.get_by_role("button", name="■ Stop").click()
+
+    # The server heard the microphone and cut the reply: an ``interruption`` for that turn,
+    # received while the microphone's words were being sent (not before: no button did it).
+    cut_line = panel.locator(".sagelab-agent").nth(agents_before)
+    turn = int(cut_line.get_attribute("data-event-id") or 0)
+    cut_line.locator(".sagelab-unheard").wait_for(timeout=60_000)
+    kernel = browser.kernel_json(
+        "{'cuts': [e.t_ns for e in panel.timeline.of_type('interruption')"
+        f" if e.event_id == {turn} and e.direction == 'recv'],"
+        " 'speech': [(e.data['speech_start_ns'], e.data['speech_end_ns'])"
+        " for e in panel.timeline.of_type('user_speech')"
+        " if e.data.get('source') == 'microphone'],"
+        "}"
+    )
+    assert kernel["cuts"], f"the server sent no interruption for turn {turn}"
+    assert kernel["speech"], "the panel saw no speech from the microphone"
+    # (The segmenter may split "Stop. Search for Berlin." in two: the cut falls in the first.)
+    started = [s for s, _ in kernel["speech"] if s <= kernel["cuts"][0]]
+    assert started, kernel
+    start_ns, end_ns = started[-1], max(e for _, e in kernel["speech"])
+    assert start_ns < kernel["cuts"][0] < end_ns, kernel
+    assert kernel["cuts"][0] - start_ns < 2_000_000_000, kernel  # the VAD's reaction
+
+    # The transcript: the reply's heard words, the rest struck out, the time it played.
+    (played_ms,) = wait_kernel(
+        browser,
+        f"[e['played_ms'] for e in panel.player_events if e['event_id'] == {turn}"
+        " and e['type'] == 'playback_end' and e['flushed']]",
+    )
+    full = words(cut_line.locator(".sagelab-text").text_content() or "")
+    heard = words(cut_line.locator(".sagelab-heard").text_content() or "")
+    unheard = words(cut_line.locator(".sagelab-unheard").text_content() or "")
+    assert 1_000 < played_ms < 12_000, played_ms  # cut mid-reply (it lasts about 15 s)
+    assert 0 < len(heard) < len(full) and full[: len(heard)] == heard, (heard, full)
+    assert heard + unheard == full
+    # As many words as were spoken in that time, not the share of the audio received, which
+    # stopped at the cut: Piper speaks between one and four words a second.
+    assert played_ms / 1000 - 1 <= len(heard) <= 4 * played_ms / 1000 + 1, (played_ms, heard)
+    tag = cut_line.locator(".sagelab-tag").text_content() or ""
+    assert tag == f"interrupted after {played_ms / 1000:.1f} s"
+    # The server was told what was heard; the Turns table flags the turn, hover = heard words.
+    told = wait_kernel(
+        browser,
+        f"[dict(e.data) for e in panel.timeline.of_type('internal_sagelab_heard')"
+        f" if e.event_id == {turn}]",
+    )[0]
+    assert told["played_ms"] == pytest.approx(played_ms, abs=1)
+    assert told["text"] == " ".join(heard)
+    cut_flag = panel_row(page, turn).locator(".sagelab-cut")
+    cut_flag.wait_for(timeout=15_000)
+    assert " ".join(heard) in (cut_flag.get_attribute("title") or "")
+
+    # What was said over the reply is the next turn: a search that runs the server's tool.
+    wait_for_lines(browser, "agent", agents_before + 1, 90)
+    said = lines(page, "user")[users_before + 1]
+    assert score(browser.mic_text, said).wer <= 0.25, (browser.mic_text, said)
+    answer = lines(page, "agent")[agents_before + 1]
+    assert "Lena Vogel" in answer
+    tool = panel.locator(".sagelab-tools tbody tr", has_text='"berlin"')
+    assert tool.count() == 1
+    cells = [c.strip() for c in tool.locator("td").all_text_contents()]
+    assert cells[0] == "search_records" and json.loads(cells[1]) == {"query": "berlin"}
+    assert '"name": "Lena Vogel"' in cells[2] and cells[3] == "ok"
+    # Its turn: the tool flagged, and the stage bar has the tool's share of the wait.
+    answer_turn = int(
+        panel.locator(".sagelab-agent").nth(agents_before + 1).get_attribute("data-event-id") or 0
+    )
+    row = panel_row(page, answer_turn)
+    row.locator(".sagelab-flag", has_text="search_records").wait_for(timeout=15_000)
+    bar = row.locator(".sagelab-stagebar")
+    bar.locator(".sagelab-stage").first.wait_for(timeout=15_000)
+    parts = bar.locator(".sagelab-stage").evaluate_all("els => els.map(e => e.dataset.part)")
+    assert {"endpointing", "tool", "tts"} <= set(parts) <= set(STAGE_PARTS), (
+        parts,
+        browser.kernel_json(f"[t for t in panel.turns if t['event_id'] == {answer_turn}]"),
+    )
+
+    page.wait_for_function(
+        "() => document.querySelector('.sagelab-panel .sagelab-status').textContent"
+        " === 'listening'",
+        timeout=30_000,
+    )
+    # The documentation's screenshot (docs/notebook-panel.png).
+    panel.screenshot(path=str(artifacts / "notebook-panel.png"))
+    assert browser.errors == []
+
+
 def test_talking_through_the_microphone(browser: Browser, artifacts: Path) -> None:
     page = browser.page
     panel = page.locator(".sagelab-panel")
@@ -203,6 +358,7 @@ def test_talking_through_the_microphone(browser: Browser, artifacts: Path) -> No
     agents_before = len(lines(page, "agent"))
     # Run All sent a recording already: its turn is on screen, answered.
     assert users_before >= 1 and agents_before >= 2
+    mic_before_s = browser.kernel_json("panel.mic.audio().size / 16000")  # earlier recordings
 
     # From just after the fake microphone's utterance: the recording holds the rest of its
     # silence, the whole utterance and a second of silence after it, then stops.
@@ -232,14 +388,14 @@ def test_talking_through_the_microphone(browser: Browser, artifacts: Path) -> No
     reply = lines(page, "agent")[agents_before]
     assert reply, "the agent's reply is not shown"
 
-    # Mid-conversation: the agent is talking. This is the README's screenshot.
+    # Mid-conversation: the agent is talking.
     page.wait_for_function(
         "() => document.querySelector('.sagelab-panel .sagelab-status').textContent"
         " === 'agent speaking'",
         timeout=15_000,
     )
     time.sleep(0.5)  # let the waveform show a stretch of speech
-    panel.screenshot(path=str(artifacts / "notebook-panel.png"))
+    panel.screenshot(path=str(artifacts / "notebook-panel-talking.png"))
 
     # Kernel side: the reply's turn, and what the browser's player reported for it.
     turn = browser.kernel_json(
@@ -271,7 +427,7 @@ def test_talking_through_the_microphone(browser: Browser, artifacts: Path) -> No
         " 'seconds': panel.mic.audio().size / 16000}"
     )
     assert mic["rate"] > 0 and mic["missing"] == 0
-    assert mic["seconds"] == pytest.approx(browser.record_seconds, abs=1.0)
+    assert mic["seconds"] - mic_before_s == pytest.approx(browser.record_seconds, abs=1.0)
 
     # Latency of the microphone turn, measured from the end of speech as sent.
     rows = browser.kernel_json("panel.turns")
@@ -355,7 +511,7 @@ def test_mic_recorder_resamples_a_native_rate_capture(browser: Browser) -> None:
     # About the two seconds between the clicks; on a loaded machine the clicks themselves take
     # longer, so the bound above is the time from pressing Record to seeing Stop take effect.
     assert 1.5 <= got["seconds"] <= clicked_s + 0.2, (got["seconds"], clicked_s)
-    assert got["dbfs"] > -45  # the fake microphone's speech, not silence
+    assert got["dbfs"] > -45, (got, clicked_s)  # the fake microphone's speech, not silence
     assert browser.errors == []
 
 
@@ -474,7 +630,7 @@ def test_an_interrupted_reply_is_marked_with_what_was_heard_and_turns_show_their
     assert any("end of your speech" in h for h in headers)
 
     time.sleep(1.5)  # the answer plays on: the screenshot shows a live conversation
-    panel.screenshot(path=str(artifacts / "notebook-panel.png"))
+    panel.screenshot(path=str(artifacts / "notebook-panel-interrupt-button.png"))
     assert browser.errors == []
 
 

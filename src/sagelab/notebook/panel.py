@@ -78,6 +78,22 @@ def _ignore_closed(task: asyncio.Task[None]) -> None:
         task.exception()
 
 
+def _heard_by_alignment(text: str, chars: list[tuple[str, float]], played_ms: float) -> str | None:
+    """The words of ``text`` heard when ``played_ms`` of its audio played, read from the TTS
+    alignment received with the audio (``(character, start_ms)`` from the turn's first
+    sample); a word cut in the middle was not heard. None without alignment.
+
+    Needed when the server cut the reply itself (a barge-in it heard): it stops sending, so the
+    audio received is not the reply's whole length and the share of it played says nothing."""
+    if not chars:
+        return None
+    n = sum(1 for _, start in chars if start < played_ms)
+    spoken = "".join(c for c, _ in chars[:n])
+    if n < len(chars) and not chars[n][0].isspace():
+        spoken = spoken[: max(spoken.rfind(" "), 0)]  # the word under way was not heard
+    return " ".join(text.split()[: len(spoken.split())])
+
+
 def _finite(value: Any) -> float | None:
     try:
         x = float(value)
@@ -180,6 +196,9 @@ class ConversationPanel(anywidget.AnyWidget):
         self._recording_speech: tuple[int, int] | None = None
         self._open_turns: set[int] = set()
         self._cut_turns: set[int] = set()
+        # Per agent turn: its alignment (character, start ms) and the audio received so far (ms).
+        self._alignment: dict[int, list[tuple[str, float]]] = {}
+        self._aligned_ms: dict[int, float] = {}
         self._input_mark = 0
         self._turns_dirty = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -576,11 +595,26 @@ class ConversationPanel(anywidget.AnyWidget):
                 break
             await asyncio.sleep(0.1)
         received = max(received, reported or 0.0)
-        heard = heard_words(self._log.agent_text(event_id), played, received)
+        text = self._log.agent_text(event_id)
+        heard = _heard_by_alignment(text, self._alignment.get(event_id, []), played)
+        if heard is None:
+            heard = heard_words(text, played, received)
         if self._log.heard(event_id, heard, played):
             self._sync({"transcript"})
         if self._tells_server(session):
             await session.send_heard(event_id, played, heard)
+
+    def _align(self, msg: wire.AudioEvent, chunk_ms: float) -> None:
+        """Keep the chunk's alignment (times from the chunk's start) on the turn's time line."""
+        offset = self._aligned_ms.get(msg.event_id, 0.0)
+        self._aligned_ms[msg.event_id] = offset + chunk_ms
+        if msg.alignment is not None:
+            self._alignment.setdefault(msg.event_id, []).extend(
+                (c, offset + float(t))
+                for c, t in zip(
+                    msg.alignment.chars, msg.alignment.char_start_times_ms, strict=False
+                )
+            )
 
     def _tells_server(self, session: Session) -> bool:
         """Only sagelab servers know ``internal_sagelab_heard``; they are the ones asked for
@@ -595,6 +629,7 @@ class ConversationPanel(anywidget.AnyWidget):
                 stale = msg.event_id <= max(session.last_interrupt_id, self._muted_upto)
                 if not stale:
                     pcm = decode_to_pcm16(msg.audio, session.output_format)
+                    self._align(msg, pcm.size * 1000 / SAMPLE_RATE)
                     self.player.audio(pcm, msg.event_id)
                     now = time.monotonic_ns()
                     with self._state_lock:

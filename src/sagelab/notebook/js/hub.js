@@ -22,11 +22,12 @@ class WidgetHub {
     if (player) {
       player.onReport = (event) => model.send({ type: "player", events: [event] });
     }
+    // Chunks that come before mic_start has gone (the worklet can run while the context is
+    // still starting) wait for it: the kernel counts sequence numbers from mic_start, and
+    // would take the first ones sent after it for a gap.
+    this.heldChunks = null;
     if (mic) {
-      mic.onChunk = (chunk) =>
-        model.send({ type: "mic", seq: chunk.seq, rms: chunk.rms, peak: chunk.peak }, undefined, [
-          chunk.pcm,
-        ]);
+      mic.onChunk = (chunk) => (this.heldChunks ? this.heldChunks.push(chunk) : this.sendChunk(chunk));
     }
     model.send({ type: "ready" });
   }
@@ -53,6 +54,12 @@ class WidgetHub {
     }
   }
 
+  sendChunk(chunk) {
+    this.model.send({ type: "mic", seq: chunk.seq, rms: chunk.rms, peak: chunk.peak }, undefined, [
+      chunk.pcm,
+    ]);
+  }
+
   changed() {
     for (const listener of this.listeners) listener();
   }
@@ -64,15 +71,20 @@ class WidgetHub {
     mic.chunkMs = this.model.get("chunk_ms");
     mic.forceNativeRate = !!this.model.get("force_native_rate");
     this.micError = "";
+    this.heldChunks = [];
     try {
       await mic.start();
     } catch (err) {
+      this.heldChunks = null;
       this.micError = `${err.name || "Error"}: ${err.message || err}`;
       this.model.send({ type: "mic_error", message: this.micError });
       this.changed();
       return;
     }
     this.model.send({ type: "mic_start", context_rate: mic.contextRate, device: mic.deviceLabel });
+    const held = this.heldChunks;
+    this.heldChunks = null;
+    for (const chunk of held) this.sendChunk(chunk);
     this.changed();
   }
 
