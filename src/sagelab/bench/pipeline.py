@@ -82,12 +82,17 @@ def load_conversation(path: Path) -> tuple[str, list[ScenarioTurn]]:
     return str(data.get("agent", "audio-sage")), turns
 
 
-async def run_conversation(url: str, agent_id: str, turns: list[ScenarioTurn]) -> RunResult:
-    """Hold the scenario's conversation; what it measured is computed from its timeline."""
+async def run_conversation(
+    url: str, agent_id: str, turns: list[ScenarioTurn], chunk_ms: int = 100
+) -> RunResult:
+    """Hold the scenario's conversation, streaming its audio in ``chunk_ms`` chunks; what it
+    measured is computed from its timeline."""
     errors: list[str] = []
     session: Session | None = None
     try:
-        async with Session.connect(url, agent_id, stages=True, record_audio=False) as s:
+        async with Session.connect(
+            url, agent_id, stages=True, record_audio=False, chunk_ms=chunk_ms
+        ) as s:
             session = s
             await s.wait_for("agent_response", timeout=30)
             await s.wait_agent_done(timeout=60)
@@ -277,19 +282,24 @@ async def run_pipeline_bench(
     max_sessions: int = 0,
     on_progress: Callable[[str], None] | None = None,
     plots_dir: Path | None = None,
+    chunk_ms: int = 100,
 ) -> dict[str, Any]:
     """Single-session runs, then the capacity search; ``plots_dir`` gets the latency CDF of
-    the single runs and stutter against concurrent sessions, drawn from the same tables."""
+    the single runs and stutter against concurrent sessions, drawn from the same tables.
+
+    ``chunk_ms`` is the client's audio chunk: the server hears nothing of a chunk until all of
+    it has arrived, so it is also the floor under interruption latency."""
     agent_id, turns = load_conversation(conversation)
     single: list[RunResult] = []
     for i in range(runs):
-        single.append(await run_conversation(url, agent_id, turns))
+        single.append(await run_conversation(url, agent_id, turns, chunk_ms))
         if on_progress:
             on_progress(f"run {i + 1}/{runs}")
     single_merged = merge(single)
     report: dict[str, Any] = {
         "agent_id": agent_id,
         "runs": runs,
+        "chunk_ms": chunk_ms,
         "single": summarize(single_merged),
     }
     report["budget"] = latency_budget(report["single"])
@@ -299,7 +309,11 @@ async def run_pipeline_bench(
     k = 1
     while max_sessions > 0 and k <= max_sessions:
         merged = merge(
-            list(await asyncio.gather(*(run_conversation(url, agent_id, turns) for _ in range(k))))
+            list(
+                await asyncio.gather(
+                    *(run_conversation(url, agent_id, turns, chunk_ms) for _ in range(k))
+                )
+            )
         )
         stutter_by_load.append(_with_load(merged.stutter, k))
         p95 = Summary.of(merged.answers["voice_to_voice_ms"]).p95

@@ -144,6 +144,9 @@ def bench_pipeline(
         Path | None,
         typer.Option(help="Write latency_cdf.png and stutter_vs_load.png to this folder"),
     ] = None,
+    chunk_ms: Annotated[
+        int, typer.Option(min=10, max=500, help="Client audio chunk (ms): 250 is the Python SDK's")
+    ] = 100,
 ) -> None:
     """The demo conversation with audio-sage: voice-to-voice, stages, interruption, capacity."""
     from sagelab.bench.pipeline import run_pipeline_bench
@@ -163,7 +166,7 @@ def bench_pipeline(
         return asyncio.run(
             run_pipeline_bench(
                 base, path, runs=runs, budget_p95_ms=budget_ms, max_sessions=max_sessions,
-                on_progress=progress, plots_dir=plots,
+                on_progress=progress, plots_dir=plots, chunk_ms=chunk_ms,
             )
         )  # fmt: skip
 
