@@ -208,11 +208,12 @@ async def say_text(conv: Conversation, backend: Agent, text: str) -> None:
 async def stream_audio(
     conv: Conversation, backend: Agent, pcm: np.ndarray, chunk_ms: int = 250
 ) -> None:
-    """Microphone audio in real-time ``chunk_ms`` chunks (simulated), as the route feeds it."""
+    """Microphone audio in real-time ``chunk_ms`` chunks (simulated), as the route feeds it: a
+    chunk arrives when its last sample was captured (chunk k at ``(k + 1) * chunk_ms``)."""
     step = 16 * chunk_ms
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     for k, i in enumerate(range(0, pcm.size, step)):
-        await asyncio.sleep(max(0.0, t0 + k * chunk_ms / 1000 - loop.time()))
+        await asyncio.sleep(max(0.0, t0 + (k + 1) * chunk_ms / 1000 - loop.time()))
         conv.touch()
         await conv.run_backend(backend.on_audio(pcm[i : i + step]))

@@ -23,6 +23,7 @@ from simclient import (
     stream_audio,
 )
 
+from sagelab.agents.turns import EnergyTurnDetector
 from sagelab.audio import load_audio, silence
 from sagelab.conversation.simulation import run_simulated
 from sagelab.server import closecodes
@@ -263,3 +264,37 @@ def test_text_only_sessions_get_no_audio() -> None:
     assert client.of("agent_response")[0].data == "Hi Ann, welcome back."
     assert len(client.of("agent_response")) == 2
     assert client.of("audio") == []
+
+
+def test_a_spoken_turn_is_answered_after_the_silence_window(speech_dir: Path) -> None:
+    # The scripted agent's turn detection (silence_ms: 500) counts the silence in audio: the
+    # reply comes after 500 ms of it, never before. (tests/client/test_session.py checks the
+    # client's real-time pacing of the same turn over a socket.)
+    client = SimClient()
+    speech = load_audio(speech_dir / "goforward.wav")
+    audio = np.concatenate([speech, silence(1500)])
+
+    async def main() -> float:
+        conv, backend = await open_conversation(client, sim_config())
+        await asyncio.sleep(8)  # the greeting plays out
+        started = asyncio.get_running_loop().time()
+        await stream_audio(conv, backend, audio, chunk_ms=20)
+        await asyncio.sleep(8)
+        await conv.close(closecodes.NORMAL, "done")
+        return started
+
+    started = run_simulated(main)
+    (heard,) = client.of("user_transcript")
+    reply = client.of("agent_response")[1]
+    assert heard.data.startswith("(speech,") and "heard you" in reply.data
+    first_audio = next(f for f in client.of("audio") if f.event_id == reply.event_id)
+    # Where the agent's detector (the bundled options) sees the speech end and the silence
+    # window close, in the same audio: the transcript comes when the window closes, the reply
+    # after it, and never less than 500 ms after the speech.
+    ends = [e for e in EnergyTurnDetector(-40, 500, 60).feed(audio) if e.kind == "speech_end"]
+    assert len(ends) == 1
+    silence_from, decided_at = ends[0].sample, ends[0].decided
+    assert decided_at is not None
+    assert decided_at - silence_from >= 500 * 16
+    assert abs(heard.t - (started + decided_at / 16_000)) <= 0.02 + 1e-6
+    assert first_audio.t - (started + silence_from / 16_000) >= 0.5 - 1e-6
