@@ -298,3 +298,42 @@ def test_a_spoken_turn_is_answered_after_the_silence_window(speech_dir: Path) ->
     assert decided_at - silence_from >= 500 * 16
     assert abs(heard.t - (started + decided_at / 16_000)) <= 0.02 + 1e-6
     assert first_audio.t - (started + silence_from / 16_000) >= 0.5 - 1e-6
+
+
+def test_a_held_conversation_is_not_idle_and_resumes_with_new_events_only() -> None:
+    # What resume.py does with a conversation whose client vanished, minus the sockets: the
+    # cut reply is interrupted as a barge-in would, the old client gets nothing more, a held
+    # conversation does not time out as idle, and the resumed client gets the same
+    # conversation id in fresh metadata, then only newer turns.
+    config = sim_config(idle_timeout_s=20.0)
+    first, second = SimClient(), SimClient()
+
+    async def main() -> tuple[int, bool]:
+        conv, backend = await open_conversation(first, config)
+        await asyncio.sleep(8)
+        mark = len(first.frames)
+        await say_text(conv, backend, "one")
+        reply = await first.wait_for("agent_response", since=mark)
+        await first.wait_for("audio", since=mark, predicate=lambda f: f.event_id == reply.event_id)
+        await asyncio.sleep(0.5)  # mid-reply
+        await conv.detach()
+        held_from = len(first.frames)
+        await asyncio.sleep(45)  # longer than the idle timeout
+        assert not conv.closed and len(first.frames) == held_from
+        second.conv = conv
+        await conv.reattach(second)
+        await say_text(conv, backend, "two")
+        await asyncio.sleep(15)
+        still_open = not conv.closed
+        await conv.close(closecodes.NORMAL, "done")
+        return reply.event_id, still_open
+
+    cut_id, still_open = run_simulated(main)
+    assert still_open
+    assert second.frames[0].kind == "metadata" and second.frames[0].data == "conv_simulated0001"
+    turn_frames = [f for f in second.frames if f.kind in TURN_KINDS]
+    assert turn_frames and all(f.event_id > cut_id for f in turn_frames)
+    assert any(f.kind == "audio" for f in turn_frames)  # the new reply is spoken
+    # The first client heard the start of the cut reply, and nothing after the detach.
+    assert [f for f in first.of("audio") if f.event_id == cut_id]
+    assert not first.of("close")
