@@ -58,7 +58,6 @@ MODULE_TIERS = {
     "notebook/test_panel_session.py": "slow",
     "scenarios/test_pytest_plugin.py": "slow",
     "scenarios/test_scenario_tools.py": "slow",
-    "server/test_audio_formats.py": "slow",
     "server/test_elevenlabs_relay.py": "slow",
     "server/test_shutdown.py": "slow",
     "reliability/test_fuzz_live.py": "slow",
@@ -129,7 +128,6 @@ server/test_official_sdk.py
 local/test_openai_llama_server.py
 local/test_audio_sage_llm.py
 local/test_stt.py
-server/test_audio_formats.py
 metrics/test_benches.py
 scenarios/test_bench_run.py
 scenarios/test_pytest_plugin.py
