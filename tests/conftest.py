@@ -135,7 +135,6 @@ conversation/test_agent_simulated.py
 client/test_netem.py
 metrics/test_fidelity_latency.py
 server/test_shutdown.py
-lab/test_lab_run.py
 reliability/test_faults.py
 server/test_relay.py
 notebook/test_notebooks.py
