@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install demo test check typecheck lint docs test-install bench-transport serve clean lab chromium
+.PHONY: install demo test test-all test-fast check typecheck lint docs test-install bench-transport serve clean lab chromium
 
 # Python's default: cache bytecode (git-ignored __pycache__). With PYTHONDONTWRITEBYTECODE set,
 # every test worker recompiles src/ and re-rewrites tests/ (~5 s of CPU each).
@@ -57,12 +57,26 @@ TEST_WORKERS ?= 6
 
 # The suite includes tests/packaging/test_installed_wheel.py (marker `install`): the wheel in a
 # clean virtual environment, run from an empty folder.
-test: install $(CHROMIUM) lint typecheck docs
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=30
+# Lint, types and the docs build run beside the tests (make -j; each one's output is printed
+# whole when it ends, so the tests' report comes last): on a fresh clone mypy alone takes
+# ~30 s, which the test workers' waits hide. --no-loadscope-reorder keeps the order of
+# tests/conftest.py (LONGEST_FIRST): xdist would otherwise start the modules with the most
+# tests first and the long single-test modules last.
+PYTEST_PARALLEL := --dist loadfile --no-loadscope-reorder
 
-# The quick loop: lint, types, then the fast tier (no models, browser, locust or long waits).
-check: lint typecheck
-	$(BIN)/python -m pytest -q -m fast -n 2 --dist loadfile
+test: install $(CHROMIUM)
+	@$(MAKE) --no-print-directory -j4 --output-sync=target lint typecheck docs test-all
+
+test-all: install
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(PYTEST_PARALLEL) --durations=30
+
+# The quick loop: lint, types, then the fast tier (no models, browser, locust or long waits),
+# side by side as in `make test`.
+check: install
+	@$(MAKE) --no-print-directory -j3 --output-sync=target lint typecheck test-fast
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m fast -n 2 $(PYTEST_PARALLEL)
 
 typecheck: install
 	$(BIN)/mypy

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import yaml
+
+from sagelab.audio import save_wav
 from sagelab.config import load_config
 from sagelab.lab import lab_agents_file, parse_lab, plot_lab, run_lab_on
 from sagelab.scenarios.serverconf import STORE_NAME
@@ -31,9 +35,23 @@ LAB = {
 }
 
 
+def _short_recordings(agents_file: Path) -> None:
+    """Every recording of the scripted agents becomes 0.6 s of tone: the runs wait for each
+    reply to play out in real time, and what this test checks is the lab, not the audio."""
+    tone = (8000 * np.sin(2 * np.pi * 220 * np.arange(9600) / 16_000)).astype(np.int16)
+    save_wav(agents_file.parent / "short.wav", tone)
+    raw = yaml.safe_load(agents_file.read_text(encoding="utf-8"))
+    for agent in raw["agents"]:
+        options = agent["options"]
+        options["greeting_audio"] = "short.wav"
+        options["replies"] = [{**reply, "audio": "short.wav"} for reply in options["replies"]]
+    agents_file.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+
+
 async def test_a_lab_runs_every_variant_in_turn_and_measures_each_reply(tmp_path: Path) -> None:
     spec = parse_lab(LAB)
     ids = lab_agents_file(spec, None, tmp_path)
+    _short_recordings(tmp_path / "agents.yaml")
     config = load_config(tmp_path / "agents.yaml", env={}, port=0)
     order: list[str] = []
     async with SagelabServer(config) as server:

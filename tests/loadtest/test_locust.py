@@ -6,8 +6,11 @@ master/worker mode; each takes ~15-20 s, mostly real-time speech.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,14 +25,23 @@ if importlib.util.find_spec("locust") is None or importlib.util.find_spec("webso
 
 
 def _loadtest(run_dir: Path, *args: str) -> tuple[int, dict[str, Any], str]:
-    proc = subprocess.run(
+    # Its own process group: when the run times out (or pytest-timeout stops the test), the
+    # server and locust processes the CLI started go with it instead of living on as orphans.
+    proc = subprocess.Popen(
         [sys.executable, "-m", "sagelab", "loadtest", "--json", "--out", str(run_dir), *args],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
+        start_new_session=True,
     )
-    lines = proc.stdout.strip().splitlines()
-    output = proc.stdout[-3000:] + proc.stderr[-3000:]
+    try:
+        stdout, stderr = proc.communicate(timeout=110)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    lines = stdout.strip().splitlines()
+    output = stdout[-3000:] + stderr[-3000:]
     assert lines, output
     return proc.returncode, json.loads(lines[-1]), output
 

@@ -46,8 +46,12 @@ async def http_request(
     body: bytes = b"",
     *,
     host: str | None = "127.0.0.1",
+    head_only: bool = False,
 ) -> HttpAnswer:
-    """One HTTP/1.1 request written byte by byte; ``headers`` may repeat a name."""
+    """One HTTP/1.1 request written byte by byte; ``headers`` may repeat a name.
+
+    ``head_only``: read the status line and headers only (a ``101`` upgrade keeps the
+    connection open, so reading to the end would wait for the server to give up on it)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     lines = [f"{method} {path} HTTP/1.1"]
     if host is not None:
@@ -59,7 +63,8 @@ async def http_request(
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
     await writer.drain()
     try:
-        raw = await asyncio.wait_for(reader.read(), timeout=10)
+        read = reader.readuntil(b"\r\n\r\n") if head_only else reader.read()
+        raw = await asyncio.wait_for(read, timeout=10)
     finally:
         writer.close()
         with contextlib.suppress(Exception):

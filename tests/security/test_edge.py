@@ -114,7 +114,7 @@ async def test_a_websocket_handshake_with_a_rebinding_host_is_refused(server):
     )
     assert answer.status == 421, answer.status
     answer = await http_request(
-        server.port, "GET", "/v1/convai/conversation?agent_id=scripted", UPGRADE
+        server.port, "GET", "/v1/convai/conversation?agent_id=scripted", UPGRADE, head_only=True
     )
     assert answer.status == 101
 

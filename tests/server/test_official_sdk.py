@@ -92,11 +92,14 @@ def test_sync_sdk_interruption_drops_stale_audio(bg_server, speech_dir, WavMicro
     """Talking over the long reply: the SDK gets `interruption`, no audio of the cut turn
     arrives after it, and the next turn's audio is the next reply from its first sample."""
     go = load_audio(speech_dir / "goforward.wav")
-    # Replies: 1 (3.8 s) after ~8 s, 2 with a tool call after ~16 s, 3 (the 10 s long one)
-    # from ~22.3 s; at 25 s the user talks over it, and reply 1 comes again after that.
+    # The long reply (10 s) first, so that it comes after the first turn: from ~8.3 s; at
+    # 11 s the user talks over it, and the short reply comes after that.
+    agent = bg_server.config.agents[0]
+    replies = agent.options["replies"]
+    agent.options = {**agent.options, "replies": [replies[2], replies[0]]}
     mic = WavMicrophone(
-        [(5.0, go), (13.0, go), (19.0, go), (25.0, load_audio(speech_dir / "cards_002.wav"))],
-        total_s=34.0,
+        [(5.0, go), (11.0, load_audio(speech_dir / "cards_002.wav"))],
+        total_s=20.0,
     )
     corrections: list[tuple[str, str]] = []
     responses: list[str] = []
@@ -113,7 +116,7 @@ def test_sync_sdk_interruption_drops_stale_audio(bg_server, speech_dir, WavMicro
     )
     conv.start_session()
     try:
-        _wait(lambda: len(responses) >= 5, timeout=60)
+        _wait(lambda: len(responses) >= 3, timeout=60)
         time.sleep(1.0)
     finally:
         conv.end_session()
