@@ -71,7 +71,7 @@ reliability/test_faults.py::test_stt_and_tts_exceptions_are_reported_and_the_ses
 """
 LOAD_TESTS = """
 notebook/test_analysis_notebooks.py::test_load_test
-loadtest/test_runner.py::test_the_locustfile_offers_both_protocols
+loadtest/test_runner.py::test_the_packaged_locustfile_offers_both_protocols
 """
 SLOW_TESTS = """
 client/test_netem.py::test_added_latency_shows_in_voice_to_voice
@@ -99,6 +99,7 @@ scenarios/test_bench_run.py::test_a_failed_expectation_exits_1_and_names_it
 server/test_official_sdk.py::test_sync_sdk_interruption_drops_stale_audio
 server/test_official_sdk.py::test_sync_sdk_conversation_with_tools_callbacks_and_latency
 server/test_relay.py::test_spoken_turn_over_webm_opus
+server/test_relay.py::test_relay_events_reach_the_listener_and_events_iterators
 server/test_rest_api.py::test_create_list_patch_agent_and_new_sessions_see_it
 server/test_store.py::test_sigkill_loses_nothing_that_was_flushed
 """
