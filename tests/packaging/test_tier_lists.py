@@ -7,15 +7,27 @@ test that takes seconds or needs a model. The lists are text; so is this check.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
-import conftest
-
 TESTS = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.fast
+
+
+def _suite_conftest() -> ModuleType:
+    """``tests/conftest.py`` itself (``import conftest`` may find another folder's)."""
+    spec = importlib.util.spec_from_file_location("_suite_conftest", TESTS / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+conftest = _suite_conftest()
 
 
 def test_every_listed_module_exists() -> None:
