@@ -392,7 +392,11 @@ class LocalAgent(Agent):
                 await ctx.stage(turn, "tts_audio", audio_s * 1000)
             await ctx.finish_audio(turn)
         finally:
+            # Wait for the producer to stop too: a cancelled reply (barge-in, a withdrawn
+            # draft) must not leave a task behind for the loop to find at shutdown.
             producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await producer
 
     async def _next_chunk(self, ctx: AgentContext, chunks: Any) -> Any:
         try:
