@@ -38,6 +38,14 @@ policy says *end*, the turn ends where the model's audio ended, exactly as if th
 had decided there, and the speculative transcript is the turn's. If the user speaks again
 before the detector's own wait is over (it still counts them as speaking), the next utterance
 starts where the ended one stopped, so the range rules above hold unchanged.
+
+Drafts
+------
+A speculative transcript that lands while its pause is still open, with nothing earlier
+pending, is offered as a ``Draft``: if the pause ends the turn, that text is the turn's. The
+caller may prepare its reply meanwhile, saying nothing until the ``UserTurn`` with the same
+``job`` confirms it; a ``CancelTranscription`` of that job (or a ``BargeIn``) withdraws it.
+The turn-taker itself does nothing differently for a draft.
 """
 
 from __future__ import annotations
