@@ -201,7 +201,7 @@ class Tools:
         return registry
 
 
-def _agent_spec() -> ResolvedAgent:
+def _agent_spec(greeting: str = "") -> ResolvedAgent:
     tools = (
         ToolSpec(name="look_up", type="server", read_only=True),
         ToolSpec(name="write_down", type="server"),
@@ -210,7 +210,7 @@ def _agent_spec() -> ResolvedAgent:
         id="draft",
         name="draft",
         prompt="",
-        first_message="",
+        first_message=greeting,
         language="en",
         voice=None,
         tools=tools,
@@ -249,8 +249,13 @@ def converse(
     chunk_ms: int = 20,
     stt_s: float = 0.05,
     tts_s: float = 0.15,
+    greeting: str = "",
+    heard_report: tuple[float, float] | None = None,
 ) -> Run:
-    """``speech`` streamed in simulated real time to a local agent with the two tools."""
+    """``speech`` streamed in simulated real time to a local agent with the two tools.
+
+    ``heard_report`` is ``(at_s, played_ms)``: at that time the client reports having played
+    that much of the greeting (sagelab's ``internal_sagelab_heard``)."""
     config = load_config(None, env={}, port=0, ping_interval_s=60.0)
     stt, tts, tools = FakeSTT(), FakeTTS(ms_per_char=50, chunks=3), Tools()
 
@@ -261,7 +266,7 @@ def converse(
         transport = RecordingTransport()
         conv = Conversation(
             conversation_id="conv_draft",
-            agent=_agent_spec(),
+            agent=_agent_spec(greeting),
             transport=transport,
             config=config,
             metrics=ServerMetrics(),
@@ -280,11 +285,22 @@ def converse(
         await conv.start(agent)
         loop = asyncio.get_running_loop()
         t0, step = loop.time(), chunk_ms * 16
+        if heard_report is not None:
+            at_s, played_ms = heard_report
+
+            async def report() -> None:
+                await asyncio.sleep(at_s)
+                first = next(f for f in transport.frames if f.kind == "agent_response")
+                await conv.heard(first.event_id or 0, played_ms)
+
+            reporting = loop.create_task(report())
         for k, i in enumerate(range(0, speech.pcm.size, step)):
             await asyncio.sleep(max(0.0, t0 + (k + 1) * chunk_ms / 1000 - loop.time()))
             conv.touch()
             await conv.run_backend(agent.on_audio(speech.pcm[i : i + step]))
         await asyncio.sleep(20)
+        if heard_report is not None:
+            await reporting
         history = list(agent.history)
         await conv.close(1000, "done")
         end = t0 + speech.speech_ranges[-1][1] / 16000
@@ -342,3 +358,19 @@ def test_a_tool_that_changes_something_waits_for_the_turn() -> None:
     ((written_at, _),) = run.tools.writes
     assert written_at >= run.speech_end + 0.4  # only once the silence had ended the turn
     assert run.replies()[0].data == "I found 90 units for you. And I wrote it."
+
+
+def test_a_late_report_of_the_cut_greeting_does_not_cancel_the_next_reply() -> None:
+    # The user talks over the greeting; the player's report of what it played of the greeting
+    # arrives just after the user's turn ended, while its reply is still being produced.
+    greeting = "Hello, this is the agent with a greeting long enough to be talked over."
+    speech = MarkedSpeech().add_silence(500).add_speech(500).add_silence(2000)
+    plain = converse(speech, drafts=False, greeting=greeting)
+    t0 = plain.frames[0].t
+    # Between the reply's start (its transcript) and its first event (after the 20 ms look-up).
+    started = plain.of("user_transcript")[-1].t - t0
+    speaking = plain.replies()[-1].t - t0
+    assert speaking - started > 0.015
+    late = converse(speech, drafts=False, greeting=greeting, heard_report=(started + 0.01, 300))
+    assert [f.data for f in late.replies()][-1] == "I found 50 units for you."
+    assert late.of("audio")[-1].event_id == late.replies()[-1].event_id

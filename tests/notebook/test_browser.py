@@ -300,6 +300,8 @@ def test_speaking_over_a_long_reply_cuts_it_and_the_next_turn_runs_a_tool(
     # As many words as were spoken in that time, not the share of the audio received, which
     # stopped at the cut: Piper speaks between one and four words a second.
     assert played_ms / 1000 - 1 <= len(heard) <= 4 * played_ms / 1000 + 1, (played_ms, heard)
+    # The tag gets its time when the panel has the player's report (it may redraw just after).
+    cut_line.locator(".sagelab-tag", has_text="after").wait_for(timeout=10_000)
     tag = cut_line.locator(".sagelab-tag").text_content() or ""
     assert tag == f"interrupted after {played_ms / 1000:.1f} s"
     # The server was told what was heard; the Turns table flags the turn, hover = heard words.

@@ -130,6 +130,8 @@ class LocalAgent(Agent):
         self._actions = asyncio.Lock()
         self.draft_replies = draft_replies
         self._draft: _Drafted | None = None
+        # The event id of the turn whose reply the reply task is producing.
+        self._speaking: int | None = None
 
     # -- Agent interface -------------------------------------------------------------------
 
@@ -140,6 +142,7 @@ class LocalAgent(Agent):
             self.history.append(ChatMessage("assistant", greeting))
             self._history_reply = turn.event_id
             self._replies.start(self._speak(turn, _single(greeting)))
+            self._speaking = turn.event_id
 
     async def on_audio(self, pcm: np.ndarray) -> None:
         actions = self.turns.audio(pcm, _now())
@@ -154,6 +157,7 @@ class LocalAgent(Agent):
         heard = [t for _, t in self._request]
         self._request = []
         self._replies.start(self._reply(turn, " ".join([*heard, text])))
+        self._speaking = turn.event_id
 
     async def on_contextual_update(self, text: str, context_id: str | None) -> None:
         # The same context_id replaces the older note, as the protocol reference says; bounded.
@@ -257,10 +261,12 @@ class LocalAgent(Agent):
             if draft is not None and draft.job == heard.job and draft.text == text:
                 await draft.ctx.commit(turn, _now())
                 self._replies.adopt(draft.task)
+                self._speaking = turn.event_id
                 return
             if draft is not None:
                 await self._cancel_draft(draft)
             self._replies.start(self._reply(turn, text))
+            self._speaking = turn.event_id
         elif self._draft is not None and self._draft.job == heard.job:
             await self._drop_draft()  # its transcript came, but the user is not done
 
@@ -289,7 +295,10 @@ class LocalAgent(Agent):
         self.history = draft.history  # the draft's request and reply never happened
 
     async def on_heard(self, interrupted: Interrupted) -> None:
-        await self._replies.cancel()
+        # The player's report is about one turn: a reply already under way for a newer turn
+        # (the user went on and was answered) must not be cancelled by it.
+        if self._speaking == interrupted.event_id:
+            await self._replies.cancel()
         self._keep_heard(interrupted)
 
     async def _barge_in(self) -> None:
