@@ -85,11 +85,34 @@ def test_microphone_chunks_stream_into_the_session(panel: ConversationPanel) -> 
     reply = panel.wait_for_reply()
     assert reply.startswith("I heard you")
     sent = np.concatenate([e for e in [panel.timeline.user_audio]])
-    assert np.array_equal(sent[-pcm.size :], pcm)  # every sample, in order
+    assert np.array_equal(sent[: pcm.size], pcm)  # every sample, in order
+    assert not sent[pcm.size :].any()  # then only the silence sent after the stop
     marks = panel.timeline.of_type("user_speech")
     assert marks and marks[-1].data["source"] == "microphone"
     table = panel.turn_table()
     assert table["voice_to_voice_ms"].iloc[-1] > 0
+
+
+def test_a_stopped_recording_is_followed_by_silence_so_the_server_can_end_the_turn(
+    panel: ConversationPanel,
+) -> None:
+    """A sample-driven turn-taker (audio-sage waits up to 800 ms of silence it *hears*) never
+    ends a turn whose recording stopped right after the words; the panel keeps sending
+    silence for a while after a stop, as a live microphone would."""
+    pcm = np.concatenate([load_audio(GOFORWARD), silence(100)])
+    panel.wait_for_reply()
+    panel.mic.handle({"type": "mic_start", "context_rate": 16000, "device": "test"}, None)
+    t0 = time.monotonic()
+    for seq, start in enumerate(range(0, pcm.size, 1600)):
+        time.sleep(max(0.0, t0 + seq * 0.1 - time.monotonic()))
+        chunk = pcm[start : start + 1600]
+        panel.mic.handle({"type": "mic", "seq": seq, "rms": 0.1}, [pcm_to_buffer(chunk)])
+    panel.mic.handle({"type": "mic_stop", "chunks": seq + 1}, None)
+    time.sleep(2.0)
+    sent = np.concatenate([panel.timeline.user_audio])
+    assert np.array_equal(sent[: pcm.size], pcm)
+    tail = sent[pcm.size :]
+    assert not tail.any() and tail.size >= 1.1 * 16_000, tail.size  # ~1.2 s of silence
 
 
 def test_interrupt_stops_the_agent_audio_going_to_the_player(panel: ConversationPanel) -> None:

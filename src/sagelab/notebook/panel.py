@@ -61,6 +61,11 @@ from sagelab.protocol import convai as wire
 T = TypeVar("T")
 DEFAULT_BASE_URL = "http://127.0.0.1:8765"
 _TICK_S = 0.1
+# Silence sent after the microphone stops, in real time: a server decides that a turn is over
+# from the silence it hears (audio-sage waits up to 800 ms), so a recording stopped right
+# after the last word would otherwise leave that turn open, unanswered, for good. A live
+# client's microphone keeps streaming; this is the same as leaving it on, muted, that long.
+_STOP_TAIL_S = 1.2
 _CLOCK_PING_S = 2.0
 _USER_VOICE_HOLD_NS = 300_000_000  # "user speaking" lasts this long after a loud chunk
 # A flushed turn whose unplayed rest is shorter than this was heard whole (the flush only
@@ -501,6 +506,7 @@ class ConversationPanel(anywidget.AnyWidget):
             pcm = await self._mic_queue.get()
             if pcm is None:
                 self._mark_speech(self._segmenter.finish())
+                await self._send_stop_tail()
                 continue
             try:
                 sent_ns = await self.session.send_audio_chunk(pcm)
@@ -511,6 +517,21 @@ class ConversationPanel(anywidget.AnyWidget):
             if self._segmenter.speaking:
                 self._user_voice_ns = sent_ns
             self._mark_speech(utterance)
+
+    async def _send_stop_tail(self) -> None:
+        """Silence after a stopped recording, paced in real time, until a new one starts."""
+        assert self._mic_queue is not None
+        chunk = np.zeros(int(16_000 * _TICK_S), dtype=np.int16)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for k in range(math.ceil(_STOP_TAIL_S / _TICK_S)):
+            await asyncio.sleep(max(0.0, start + k * _TICK_S - loop.time()))
+            if not self._mic_queue.empty():
+                return  # recording again: its own audio follows
+            try:
+                await self.session.send_audio_chunk(chunk)
+            except SessionError:
+                return  # the session ended; nothing to finish
 
     def _mark_speech(self, utterance: tuple[int, int] | None) -> None:
         if utterance is None:
