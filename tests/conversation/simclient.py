@@ -140,6 +140,14 @@ class SimClient(Transport):
     ) -> None:
         self._rec("tool_response", event_id, (name, tool_call_id, is_error))
 
+    async def send_tool_request(
+        self, name: str, tool_call_id: str, parameters: dict[str, Any], event_id: int
+    ) -> None:
+        self._rec("tool_request", event_id, (name, tool_call_id, parameters))
+
+    async def send_stage(self, event_id: int, stage: str, ms: float) -> None:
+        self._rec("stage", event_id, (stage, ms))
+
     async def send_vad_score(self, score: float) -> None:
         return
 

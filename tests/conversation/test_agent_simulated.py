@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from simclient import Frame, SimClient
 
 from sagelab.agents.base import ResolvedAgent
 from sagelab.agents.local.brains.echo import EchoBrain
@@ -36,71 +36,8 @@ from sagelab.conversation.fakes import (
 from sagelab.conversation.simulation import run_simulated, simulated_runner
 from sagelab.server.conversation import Conversation
 from sagelab.server.metrics import ServerMetrics
-from sagelab.server.transport import Transport
 
 GREETING = "Hello, I am the test agent. Ask me anything you like."
-
-
-@dataclass
-class Frame:
-    t: float
-    kind: str
-    event_id: int | None
-    data: Any = None
-
-
-class RecordingTransport(Transport):
-    """A client that reads everything at once; records each frame with the loop's time."""
-
-    protocol = "convai"
-
-    def __init__(self) -> None:
-        self.frames: list[Frame] = []
-
-    def _rec(self, kind: str, event_id: int | None, data: Any = None) -> None:
-        self.frames.append(Frame(asyncio.get_running_loop().time(), kind, event_id, data))
-
-    async def send_metadata(
-        self, conversation_id: str, input_format: str, output_format: str
-    ) -> None:
-        self._rec("metadata", None)
-
-    async def send_ping(self, event_id: int, ping_ms: int | None) -> None:
-        self._rec("ping", event_id)
-
-    async def send_user_transcript(self, text: str, event_id: int, *, tentative: bool) -> None:
-        self._rec("user_transcript", event_id, text)
-
-    async def send_agent_response(self, text: str, event_id: int) -> None:
-        self._rec("agent_response", event_id, text)
-
-    async def send_audio(self, payload: Any, event_id: int, alignment: Any) -> None:
-        self._rec("audio", event_id, len(payload) / 16000)
-
-    async def send_interruption(self, event_id: int) -> None:
-        self._rec("interruption", event_id)
-
-    async def send_correction(self, original: str, corrected: str, event_id: int) -> None:
-        self._rec("correction", event_id, (original, corrected))
-
-    async def send_client_tool_call(
-        self, name: str, tool_call_id: str, parameters: Any, event_id: int
-    ) -> None:
-        self._rec("client_tool_call", event_id, tool_call_id)
-
-    async def send_tool_response(
-        self, name: str, tool_call_id: str, tool_type: str, is_error: bool, event_id: int
-    ) -> None:
-        self._rec("tool_response", event_id)
-
-    async def send_vad_score(self, score: float) -> None:
-        return
-
-    async def send_error(self, code: int, error_type: str, message: str) -> None:
-        self._rec("error", None, (error_type, message))
-
-    async def close(self, code: int, reason: str) -> None:
-        self._rec("close", None, code)
 
 
 def _agent() -> ResolvedAgent:
@@ -119,7 +56,7 @@ def _agent() -> ResolvedAgent:
     )
 
 
-def _conversation(transport: RecordingTransport, config: Any) -> Conversation:
+def _conversation(transport: SimClient, config: Any) -> Conversation:
     """The server's conversation adapter for the test agent, recording what it sends."""
     return Conversation(
         conversation_id="conv_sim",
@@ -160,7 +97,7 @@ def converse(
         return tts_delay
 
     async def main() -> list[Frame]:
-        transport = RecordingTransport()
+        transport = SimClient()
         conv = _conversation(transport, config)
         agent = LocalAgent(
             conv,
@@ -265,7 +202,7 @@ def test_a_heard_report_cuts_the_greeting_and_the_history_keeps_what_was_heard()
     config = load_config(None, env={}, port=0, ping_interval_s=1.0)
 
     async def main() -> tuple[list[Frame], list[Any]]:
-        transport = RecordingTransport()
+        transport = SimClient()
         conv = _conversation(transport, config)
         agent = LocalAgent(
             conv,

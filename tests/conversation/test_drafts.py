@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from simclient import Frame, SimClient
 
 from sagelab.agents.base import ResolvedAgent
 from sagelab.agents.local.brain import Brain, ChatMessage, ToolCaller
@@ -34,7 +35,6 @@ from sagelab.conversation.turns import (
 )
 from sagelab.server.conversation import Conversation
 from sagelab.server.metrics import ServerMetrics
-from sagelab.server.transport import Transport
 from sagelab.tools import ToolRegistry
 
 pytestmark = pytest.mark.fast
@@ -83,76 +83,6 @@ def test_speech_after_the_draft_withdraws_it() -> None:
 
 
 # -- the agent: a draft in simulated time ---------------------------------------------------
-
-
-@dataclass
-class Frame:
-    t: float
-    kind: str
-    event_id: int | None
-    data: Any = None
-
-
-class RecordingTransport(Transport):
-    """A client that reads everything at once; every frame with the loop's time."""
-
-    protocol = "convai"
-
-    def __init__(self) -> None:
-        self.frames: list[Frame] = []
-
-    def _rec(self, kind: str, event_id: int | None, data: Any = None) -> None:
-        self.frames.append(Frame(asyncio.get_running_loop().time(), kind, event_id, data))
-
-    async def send_metadata(
-        self, conversation_id: str, input_format: str, output_format: str
-    ) -> None:
-        self._rec("metadata", None)
-
-    async def send_ping(self, event_id: int, ping_ms: int | None) -> None:
-        self._rec("ping", event_id)
-
-    async def send_user_transcript(self, text: str, event_id: int, *, tentative: bool) -> None:
-        self._rec("user_transcript", event_id, text)
-
-    async def send_agent_response(self, text: str, event_id: int) -> None:
-        self._rec("agent_response", event_id, text)
-
-    async def send_audio(self, payload: Any, event_id: int, alignment: Any) -> None:
-        self._rec("audio", event_id)
-
-    async def send_interruption(self, event_id: int) -> None:
-        self._rec("interruption", event_id)
-
-    async def send_correction(self, original: str, corrected: str, event_id: int) -> None:
-        self._rec("correction", event_id, (original, corrected))
-
-    async def send_client_tool_call(
-        self, name: str, tool_call_id: str, parameters: Any, event_id: int
-    ) -> None:
-        self._rec("client_tool_call", event_id, name)
-
-    async def send_tool_request(
-        self, name: str, tool_call_id: str, parameters: Any, event_id: int
-    ) -> None:
-        self._rec("tool_request", event_id, name)
-
-    async def send_tool_response(
-        self, name: str, tool_call_id: str, tool_type: str, is_error: bool, event_id: int
-    ) -> None:
-        self._rec("tool_response", event_id, name)
-
-    async def send_stage(self, event_id: int, stage: str, ms: float) -> None:
-        self._rec("stage", event_id, (stage, ms))
-
-    async def send_vad_score(self, score: float) -> None:
-        return
-
-    async def send_error(self, code: int, error_type: str, message: str) -> None:
-        self._rec("error", None, (error_type, message))
-
-    async def close(self, code: int, reason: str) -> None:
-        self._rec("close", None, code)
 
 
 class LookUpThenMaybeWrite(Brain):
@@ -263,7 +193,7 @@ def converse(
         return stt_s if getattr(fn, "__self__", None) is stt else tts_s
 
     async def main() -> Run:
-        transport = RecordingTransport()
+        transport = SimClient()
         conv = Conversation(
             conversation_id="conv_draft",
             agent=_agent_spec(greeting),

@@ -22,23 +22,21 @@ class ReplyTask:
         self.ctx = ctx
         self.crash_is_fatal = crash_is_fatal
         self._task: asyncio.Task[None] | None = None
+        self.event_id: int | None = None  # the turn the current reply speaks in, if known
 
-    def start(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run ``coro`` as the current reply, cancelling the one before it."""
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-        self._task = asyncio.create_task(coro)
-        self._task.add_done_callback(self._report_crash)
+    def start(self, coro: Coroutine[Any, Any, None], event_id: int | None = None) -> None:
+        """Run ``coro`` as the current reply (of turn ``event_id``), cancelling the one before."""
+        self.adopt(asyncio.create_task(coro), event_id)
 
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    def adopt(self, task: asyncio.Task[None]) -> None:
+    def adopt(self, task: asyncio.Task[None], event_id: int | None = None) -> None:
         """Make an already running ``task`` the current reply (a draft that was confirmed)."""
         if self._task is not None and not self._task.done() and self._task is not task:
             self._task.cancel()
-        self._task = task
+        self._task, self.event_id = task, event_id
         task.add_done_callback(self._report_crash)
 
     async def cancel(self) -> None:

@@ -27,6 +27,7 @@ import numpy as np
 import traitlets
 
 from sagelab.audio import PCM16, decode_to_pcm16, load_audio, speech_bounds, wav_bytes
+from sagelab.audio.chunking import RealtimeSchedule
 from sagelab.client.blocking import _LoopThread
 from sagelab.client.session import (
     ELEVENLABS_BASE_URL,
@@ -522,10 +523,9 @@ class ConversationPanel(anywidget.AnyWidget):
         """Silence after a stopped recording, paced in real time, until a new one starts."""
         assert self._mic_queue is not None
         chunk = np.zeros(int(16_000 * _TICK_S), dtype=np.int16)
-        loop = asyncio.get_running_loop()
-        start = loop.time()
+        schedule = RealtimeSchedule(_TICK_S, clock=asyncio.get_running_loop().time)
         for k in range(math.ceil(_STOP_TAIL_S / _TICK_S)):
-            await asyncio.sleep(max(0.0, start + k * _TICK_S - loop.time()))
+            await schedule.wait_async(k)
             if not self._mic_queue.empty():
                 return  # recording again: its own audio follows
             try:

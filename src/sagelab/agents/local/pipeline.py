@@ -130,8 +130,6 @@ class LocalAgent(Agent):
         self._actions = asyncio.Lock()
         self.draft_replies = draft_replies
         self._draft: _Drafted | None = None
-        # The event id of the turn whose reply the reply task is producing.
-        self._speaking: int | None = None
 
     # -- Agent interface -------------------------------------------------------------------
 
@@ -141,8 +139,7 @@ class LocalAgent(Agent):
             turn = self.ctx.begin_turn()
             self.history.append(ChatMessage("assistant", greeting))
             self._history_reply = turn.event_id
-            self._replies.start(self._speak(turn, _single(greeting)))
-            self._speaking = turn.event_id
+            self._replies.start(self._speak(turn, _single(greeting)), turn.event_id)
 
     async def on_audio(self, pcm: np.ndarray) -> None:
         actions = self.turns.audio(pcm, _now())
@@ -156,8 +153,7 @@ class LocalAgent(Agent):
         turn = self.ctx.begin_turn()
         heard = [t for _, t in self._request]
         self._request = []
-        self._replies.start(self._reply(turn, " ".join([*heard, text])))
-        self._speaking = turn.event_id
+        self._replies.start(self._reply(turn, " ".join([*heard, text])), turn.event_id)
 
     async def on_contextual_update(self, text: str, context_id: str | None) -> None:
         # The same context_id replaces the older note, as the protocol reference says; bounded.
@@ -260,13 +256,11 @@ class LocalAgent(Agent):
             draft, self._draft = self._draft, None
             if draft is not None and draft.job == heard.job and draft.text == text:
                 await draft.ctx.commit(turn, _now())
-                self._replies.adopt(draft.task)
-                self._speaking = turn.event_id
+                self._replies.adopt(draft.task, turn.event_id)
                 return
             if draft is not None:
                 await self._cancel_draft(draft)
-            self._replies.start(self._reply(turn, text))
-            self._speaking = turn.event_id
+            self._replies.start(self._reply(turn, text), turn.event_id)
         elif self._draft is not None and self._draft.job == heard.job:
             await self._drop_draft()  # its transcript came, but the user is not done
 
@@ -297,7 +291,7 @@ class LocalAgent(Agent):
     async def on_heard(self, interrupted: Interrupted) -> None:
         # The player's report is about one turn: a reply already under way for a newer turn
         # (the user went on and was answered) must not be cancelled by it.
-        if self._speaking == interrupted.event_id:
+        if self._replies.event_id == interrupted.event_id:
             await self._replies.cancel()
         self._keep_heard(interrupted)
 
