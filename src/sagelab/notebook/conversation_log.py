@@ -68,6 +68,12 @@ class ConversationLog:
             line.update(interrupted=True, played_ms=played_ms)
             return True
 
+    def interrupted(self, event_id: int) -> bool:
+        """Whether agent turn ``event_id`` is marked cut (by the server or the player)."""
+        with self._lock:
+            line = self._agent_line(event_id)
+            return bool(line and line.get("interrupted"))
+
     def agent_text(self, event_id: int) -> str:
         with self._lock:
             line = self._agent_line(event_id)

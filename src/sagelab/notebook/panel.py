@@ -605,8 +605,12 @@ class ConversationPanel(anywidget.AnyWidget):
         self, session: Session, event_id: int, played: float, reported: float | None
     ) -> None:
         received, _ = self._turn_audio_ms(session, event_id)
-        if max(received, reported or 0.0) - played < _CUT_MARGIN_MS:
-            return  # everything had been played
+        if max(received, reported or 0.0) - played < _CUT_MARGIN_MS and not self._log.interrupted(
+            event_id
+        ):
+            # Everything had been played. (Not so when the server cut the turn: it stopped
+            # sending there, so the audio received says nothing about the reply's length.)
+            return
         self._log.mark_cut(event_id, played)
         self._sync({"transcript"})
         deadline = time.monotonic() + _SETTLE_MAX_S
