@@ -110,6 +110,7 @@ class LookUpThenMaybeWrite(Brain):
 class Tools:
     lookups: list[tuple[float, str]] = field(default_factory=list)
     writes: list[tuple[float, str]] = field(default_factory=list)
+    lookup_s: float = 0.02
 
     def registry(self) -> ToolRegistry:
         registry = ToolRegistry()
@@ -118,7 +119,7 @@ class Tools:
         async def look_up(query: str) -> str:
             """Count what was asked for (it only reads)."""
             self.lookups.append((asyncio.get_running_loop().time(), query))
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(self.lookup_s)
             return f"{len(query.split())} units"
 
         @registry.tool(name="write_down")
@@ -181,13 +182,14 @@ def converse(
     tts_s: float = 0.15,
     greeting: str = "",
     heard_report: tuple[float, float] | None = None,
+    lookup_s: float = 0.02,
 ) -> Run:
     """``speech`` streamed in simulated real time to a local agent with the two tools.
 
     ``heard_report`` is ``(at_s, played_ms)``: at that time the client reports having played
     that much of the greeting (sagelab's ``internal_sagelab_heard``)."""
     config = load_config(None, env={}, port=0, ping_interval_s=60.0)
-    stt, tts, tools = FakeSTT(), FakeTTS(ms_per_char=50, chunks=3), Tools()
+    stt, tts, tools = FakeSTT(), FakeTTS(ms_per_char=50, chunks=3), Tools(lookup_s=lookup_s)
 
     def delay(fn: Any) -> float:
         return stt_s if getattr(fn, "__self__", None) is stt else tts_s
@@ -304,3 +306,15 @@ def test_a_late_report_of_the_cut_greeting_does_not_cancel_the_next_reply() -> N
     late = converse(speech, drafts=False, greeting=greeting, heard_report=(started + 0.01, 300))
     assert [f.data for f in late.replies()][-1] == "I found 50 units for you."
     assert late.of("audio")[-1].event_id == late.replies()[-1].event_id
+
+
+def test_a_look_up_still_running_when_the_turn_is_confirmed_is_reported() -> None:
+    # The draft starts its 300 ms look-up about 210 ms into the pause; the turn is confirmed
+    # at 400 ms, while the look-up still runs: its call must still reach the client.
+    speech = MarkedSpeech().add_silence(500).add_speech(500).add_silence(2000)
+    run = converse(speech, drafts=True, lookup_s=0.3)
+    reply = run.replies()[0]
+    ((looked_at, _),) = run.tools.lookups
+    assert looked_at < run.speech_end + 0.4 < looked_at + 0.3  # confirmed mid-look-up
+    (request,) = run.of("tool_request")
+    assert request.event_id == reply.event_id and request.t <= reply.t

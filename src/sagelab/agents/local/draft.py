@@ -116,6 +116,10 @@ class DraftContext:
         if not self.committed:
             run = await self._ctx.run_early(name, parameters)
             if run is not None:
+                if self.committed:  # the turn was confirmed while the tool ran: report now
+                    return await self._ctx.call_tool(
+                        await self._turn_when_open(), name, parameters, early=run
+                    )
                 self._reports.append(
                     lambda real: self._ctx.call_tool(real, name, parameters, early=run)
                 )
