@@ -18,6 +18,7 @@ from sagelab.agents.local.vad import (
     get_vad_model,
 )
 from sagelab.agents.turns import EnergyTurnDetector, TurnEvent
+from sagelab.audio import load_audio
 
 STREAMS = [as_stream(u, seed) for seed, u in enumerate(load_manifest())]
 
@@ -176,3 +177,20 @@ def test_bad_model_path_names_the_path(tmp_path: Path) -> None:
     if "llama_cpp" not in sys.modules:  # see _pysilero_loadable
         with pytest.raises(ModelLoadError, match=re.escape(str(missing))):
             SileroVad(backend="pysilero", model_path=missing)
+
+
+@pytest.mark.parametrize("lead_ms", [1700, 1900, 2300])
+def test_a_short_first_word_after_silence_starts_the_turn(lead_ms: int) -> None:
+    """ "Stop. Search for Berlin." said again and again after a couple of seconds of silence,
+    as the notebook's microphone test does: depending on the model's state and the window
+    alignment, Silero scores "Stop" around 0.4-0.5 and "Search" at 0.9, and a start taken at
+    "Search" (560 ms into the clip) left "Stop" outside the 300 ms pre-roll."""
+    pcm = load_audio(Path(__file__).resolve().parents[2] / "data/demo/user/05_barge.wav")
+    said = np.concatenate([np.zeros(16 * lead_ms, np.int16), pcm, np.zeros(24_000, np.int16)])
+    detector = VadTurnDetector(end_silence_ms=800)
+    events = _turns(feed_in_chunks(detector, np.concatenate([said] * 8), chunk=1600))
+    starts = [e.sample for e in events if e.kind == "speech_start"]
+    assert len(starts) == 8
+    # "Stop"'s vowel begins 300 ms into the clip (its "St" at 200 ms).
+    late = [round((s - k * said.size) / 16) - lead_ms for k, s in enumerate(starts)]
+    assert max(late) <= 300, late

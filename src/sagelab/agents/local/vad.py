@@ -64,6 +64,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import threading
+from collections import deque
 from pathlib import Path
 from typing import Any, Literal
 
@@ -277,7 +278,13 @@ class VadTurnDetector:
     after ``end_silence_ms`` of silence. Durations round up to whole 32 ms windows.
 
     ``speech_pad_ms`` back-dates ``speech_start`` (never before the previous turn's end):
-    Silero's probability rises a window or two after the first consonant. ``speech_end`` is
+    Silero's probability rises a window or two after the first consonant. A short first word
+    can stay below ``threshold`` altogether ("Stop. Search for Berlin." after a few seconds of
+    silence: "Stop" at 0.41-0.51 while "Search" reaches 0.9, depending on the model's state
+    and the window alignment), and a pre-roll of a few hundred milliseconds before "Search"
+    then loses it. So before padding, the start reaches back over the weak speech that led up
+    to it: windows at or above ``neg_threshold``, across gaps of at most ``onset_gap_ms``,
+    no further than ``onset_lookback_ms`` (0 turns this off). ``speech_end`` is
     not padded, so that "samples fed minus ``speech_end.sample``" stays an honest measure of
     how long the detector waited; a caller cutting audio for speech recognition adds its own
     tail.
@@ -290,6 +297,8 @@ class VadTurnDetector:
         min_speech_ms: float = 64,
         end_silence_ms: float = 500,
         speech_pad_ms: float = 64,
+        onset_lookback_ms: float = 1000,
+        onset_gap_ms: float = 160,
         *,
         vad: SileroVad | None = None,
         backend: VadBackend = "onnx",
@@ -310,6 +319,14 @@ class VadTurnDetector:
         self._min_speech = _windows(min_speech_ms, "min_speech_ms") * WINDOW_SAMPLES
         self._end_silence = _windows(end_silence_ms, "end_silence_ms") * WINDOW_SAMPLES
         self._pad = round(speech_pad_ms * SAMPLE_RATE / 1000)
+        if onset_lookback_ms < 0 or onset_gap_ms < 0:
+            raise ValueError("onset_lookback_ms and onset_gap_ms must not be negative")
+        self._lookback = math.ceil(onset_lookback_ms / WINDOW_MS)
+        self._onset_gap = math.ceil(onset_gap_ms / WINDOW_MS)
+        # (window start, probability) of the windows heard while not speaking, for the onset.
+        self._quiet: deque[tuple[int, float]] = deque(
+            maxlen=self._lookback + self._min_speech // WINDOW_SAMPLES + 1
+        )
         self.vad = vad if vad is not None else SileroVad(backend=backend, model_path=model_path)
         self._pending = np.zeros(0, dtype=np.int16)
         self._consumed = 0
@@ -333,6 +350,7 @@ class VadTurnDetector:
         self._run_start: int | None = None
         self._silence_start: int | None = None
         self._floor = self._consumed
+        self._quiet.clear()
         self.vad.reset()
 
     def feed(self, pcm: PCM16) -> list[TurnEvent]:
@@ -352,9 +370,29 @@ class VadTurnDetector:
         self._pending = buf[whole:].copy()
         return events
 
+    def _onset(self, run_start: int) -> int:
+        """Where the speech confirmed at ``run_start`` began: the earliest of the quiet windows
+        just before it that were weak speech, without a longer gap than ``onset_gap_ms``."""
+        if not self._lookback:
+            return run_start
+        onset, gap = run_start, 0
+        for start, prob in reversed(self._quiet):
+            if start >= run_start:
+                continue  # the confirmed run itself
+            if start < self._floor or run_start - start > self._lookback * WINDOW_SAMPLES:
+                break
+            if prob >= self.neg_threshold:
+                onset, gap = start, 0
+            else:
+                gap += 1
+                if gap > self._onset_gap:
+                    break
+        return onset
+
     def _step(self, prob: float, start: int) -> TurnEvent | None:
         end = start + WINDOW_SAMPLES
         if not self._speaking:
+            self._quiet.append((start, prob))
             if self._run_start is None:
                 if prob < self.threshold:
                     return None
@@ -365,7 +403,9 @@ class VadTurnDetector:
             if end - self._run_start < self._min_speech:
                 return None
             self._speaking, self._silence_start = True, None
-            return TurnEvent("speech_start", max(self._floor, self._run_start - self._pad))
+            onset = self._onset(self._run_start)
+            self._quiet.clear()
+            return TurnEvent("speech_start", max(self._floor, onset - self._pad))
         if prob >= self.threshold:
             self._silence_start = None
         elif prob < self.neg_threshold and self._silence_start is None:
