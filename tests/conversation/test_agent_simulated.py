@@ -188,6 +188,25 @@ def test_a_long_reading_with_pauses_at_the_sdk_chunk_size() -> None:
     assert any(f.kind == "agent_response" for f in frames)
 
 
+def test_a_monologue_is_transcribed_in_pieces_and_answered_once() -> None:
+    # 25 s of reading with 300 ms breaths (under the 400 ms wait): LocalAgent cuts it at a
+    # breath every 8 s or more, each piece is shown as it is transcribed, and the one reply
+    # (the echo brain repeats its request) answers all of it.
+    speech = MarkedSpeech().add_silence(4000)  # after the greeting
+    while speech.samples < 29 * 16000:
+        speech.add_speech(1700).add_silence(300)
+    speech.add_silence(1500)
+    frames = converse(speech, 100, [0.3])
+    check_invariants(speech, frames)
+    pieces = [f for f in frames if f.kind == "user_transcript"]
+    replies = [f for f in frames if f.kind == "agent_response"][1:]  # after the greeting
+    assert 3 <= len(pieces) <= 4, [p.data for p in pieces]  # 25 s in pieces of 8 s or more
+    assert len(replies) == 1 and replies[0].t >= pieces[-1].t
+    # (The echo is cut at the brain's reply length, well past the first piece.)
+    request, echo = " ".join(p.data for p in pieces), replies[0].data.removeprefix("Heard ")
+    assert request.startswith(echo) and len(echo) > len(pieces[0].data)
+
+
 def test_speech_over_the_greeting_cuts_it_and_says_what_was_heard() -> None:
     speech = MarkedSpeech().add_silence(1500).add_speech(1200).add_silence(2500)
     frames = converse(speech, 20, [0.2])

@@ -63,6 +63,7 @@ def simulate(
     eot_delays: list[float] = [0.05],  # noqa: B006 (read only)
     ask_ahead_ms: float = 0.0,
     model_patience_ms: float | None = None,
+    split_after_s: float | None = None,
 ) -> Outcome:
     """Stream ``speech`` in ``chunk_ms`` chunks in simulated real time; each transcription job
     takes the next delay from ``stt_delays`` (cycled). With a model ``policy``, the detector
@@ -77,6 +78,7 @@ def simulate(
         end_of_turn=policy,
         ask_ahead_ms=ask_ahead_ms,
         model_patience_ms=model_patience_ms,
+        split_after_s=split_after_s,
     )
     eot = eot if eot is not None else FakeEndOfTurn()
     model_delays = itertools.cycle(eot_delays)
@@ -176,6 +178,52 @@ def test_every_unit_of_speech_is_transcribed_once_in_order(
 ) -> None:
     outcome = simulate(speech, chunk_ms, delays)
     assert_lossless(speech, outcome)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    speech=conversations(),
+    chunk_ms=chunk_sizes,
+    delays=stt_delays,
+    split=st.sampled_from([0.5, 1.0, 3.0]),
+    speculate=st.sampled_from([100, 160, 300]),
+)
+def test_long_turns_cut_at_their_pauses_lose_nothing(
+    speech: MarkedSpeech, chunk_ms: int, delays: list[float], split: float, speculate: int
+) -> None:
+    outcome = simulate(
+        speech,
+        chunk_ms,
+        delays,
+        speculate_after_ms=speculate,
+        split_after_s=split,
+        max_utterance_s=60.0,  # (the limit's own cuts may split a word)
+    )
+    assert_lossless(speech, outcome)
+    # A cut is made in a pause: no run of speech is split between two pieces. (An end of
+    # turn may be decided just as the user starts again; that is not a cut.)
+    for turn in outcome.turns:
+        if turn.endpointing_ms is None:
+            assert not any(s < turn.end < e for s, e in speech.speech_ranges), turn
+
+
+def test_a_long_turn_is_transcribed_while_the_user_goes_on() -> None:
+    # Twelve 1.5 s sentences with 300 ms pauses (shorter than the 400 ms wait): one turn of
+    # 22 s. Cut every 3 s, only the audio since the last cut is left at the end.
+    speech = MarkedSpeech().add_silence(300)
+    for _ in range(12):
+        speech.add_speech(1500).add_silence(300)
+    speech.add_silence(1000)
+    whole = simulate(speech, 100, [0.3])
+    cut = simulate(speech, 100, [0.3], split_after_s=3.0)
+    assert_lossless(speech, whole)
+    assert_lossless(speech, cut)
+    assert len(whole.turns) == 1
+    assert 5 <= len(cut.turns) <= 7 and [t.final for t in cut.turns].count(True) == 1
+    assert all(t.endpointing_ms is None for t in cut.turns[:-1])  # cuts, not ends of turn
+    assert cut.turns[-1].utterance_ms < 5000 < whole.turns[0].utterance_ms
+    # Every piece but the last was kept from a speculative job: no job more than without.
+    assert cut.jobs <= whole.jobs and cut.cancelled < whole.cancelled
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -293,6 +341,7 @@ QUICK_MODEL = [0.05]
     speculate=st.sampled_from([None, 100, 160, 300]),
     ask_ahead=st.sampled_from([0, 100, 200, 300]),
     patience=st.sampled_from([None, 0, 100, 300]),
+    split=st.sampled_from([None, 1.0]),
 )
 def test_with_an_end_of_turn_model_every_unit_is_transcribed_once_in_order(
     speech: MarkedSpeech,
@@ -304,6 +353,7 @@ def test_with_an_end_of_turn_model_every_unit_is_transcribed_once_in_order(
     speculate: int | None,
     ask_ahead: int,
     patience: int | None,
+    split: float | None,
 ) -> None:
     # Random answers and model delays from nothing to past the silence fallback: the model
     # may end a pause the user goes on from, answer after the user spoke again, or never.
@@ -318,6 +368,7 @@ def test_with_an_end_of_turn_model_every_unit_is_transcribed_once_in_order(
         eot_delays=model_delays,
         ask_ahead_ms=ask_ahead,
         model_patience_ms=patience,
+        split_after_s=split,
     )
     assert_lossless(speech, outcome)
     for turn in outcome.turns:  # never sooner than the policy's shortest silence

@@ -20,6 +20,15 @@ an utterance is a half-open range ``[start, end)`` cut from one buffer:
   and is cancelled otherwise;
 - results are released in range order whatever order the jobs finish in.
 
+Long turns are transcribed while the user goes on (``split_after_s``): once the utterance
+under way is that long, the next pause that got a speculative transcription is kept as a cut
+instead of being thrown away when the user resumes (if the pause was heard to last
+``SPLIT_MARGIN_MS`` past the transcribed audio). The piece before it is a turn released
+with ``final=False``, and the next range starts exactly where it ended, so the rules above
+hold unchanged; at the real end of the turn only the audio since the last cut is left to
+transcribe, however long the user talked. The cut is in a pause the detector heard, so no
+word is split (the ``max_utterance_s`` limit, the last resort, may split one).
+
 When the user goes on talking after a turn ended (they only paused, or they talk over the
 reply), nothing is thrown away: the earlier turn's transcript is released with
 ``final=False``, and the reply waits for the utterance that follows, so the request is
@@ -44,7 +53,8 @@ Drafts
 A speculative transcript that lands while its pause is still open, with nothing earlier
 pending, is offered as a ``Draft``: if the pause ends the turn, that text is the turn's. The
 caller may prepare its reply meanwhile, saying nothing until the ``UserTurn`` with the same
-``job`` confirms it; a ``CancelTranscription`` of that job (or a ``BargeIn``) withdraws it.
+``job`` confirms it; a ``CancelTranscription`` of that job, a ``UserTurn`` of it that is not
+final (the pause became a cut in a long turn) or a ``BargeIn`` withdraws it.
 The turn-taker itself does nothing differently for a draft.
 """
 
@@ -118,8 +128,9 @@ class Draft:
     nothing before it still pending).
 
     The caller may prepare its reply now, while the end of turn is still being decided, as
-    long as nothing of it reaches the user: the ``UserTurn`` confirms the draft, and a
-    ``CancelTranscription`` of ``job`` (the user went on) or a ``BargeIn`` withdraws it.
+    long as nothing of it reaches the user: the final ``UserTurn`` confirms the draft; a
+    ``CancelTranscription`` of ``job`` or a ``UserTurn`` of it with ``final=False`` (the user
+    went on) or a ``BargeIn`` withdraws it.
     """
 
     job: int
@@ -221,11 +232,18 @@ class _Segment:
     eot_model_ms: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Guess:
     silence_start: int
     job: int
     end: int
+    quiet_until: int  # samples fed when the detector last reported this pause
+
+
+# How much longer than its speculative transcription a pause must be seen to last before it
+# may become a cut: a detector reports speech resuming a window or three after it does (Silero
+# rises late on a soft onset), and a cut must not take the first sound of the next word.
+SPLIT_MARGIN_MS = 100
 
 
 @dataclass
@@ -266,9 +284,13 @@ class TurnTaker:
         end_of_turn: EndOfTurnPolicy | None = None,
         ask_ahead_ms: float = 0.0,
         model_patience_ms: float | None = None,
+        split_after_s: float | None = None,
     ) -> None:
         if preroll_ms < 0 or max_utterance_s <= 0 or ask_ahead_ms < 0:
             raise ValueError("preroll_ms and ask_ahead_ms must be >= 0 and max_utterance_s > 0")
+        if split_after_s is not None and split_after_s <= 0:
+            raise ValueError(f"split_after_s must be > 0 or None, got {split_after_s}")
+        self._split = None if split_after_s is None else int(split_after_s * SAMPLE_RATE)
         if model_patience_ms is not None and model_patience_ms < 0:
             raise ValueError(f"model_patience_ms must be >= 0 or None, got {model_patience_ms}")
         self._patience = model_patience_ms
@@ -352,7 +374,7 @@ class TurnTaker:
             actions.extend(self._drop_guess())
             actions.extend(self._end_utterance(self._fed, now, None, None))
             self._utterance = self._fed
-        actions.extend(self._maybe_speculate())
+        actions.extend(self._maybe_speculate(now))
         actions.extend(self._consult_policy(now))
         self._trim()
         actions.extend(self._release(now))
@@ -529,22 +551,54 @@ class TurnTaker:
             return []
         return [CancelEndOfTurn(pause.job)]
 
-    def _maybe_speculate(self) -> list[TurnAction]:
+    def _maybe_speculate(self, now: float) -> list[TurnAction]:
         if self._utterance is None or self._speculate is None:
             return []
         silence = self.detector.silence_start
-        if silence is None:
-            return self._drop_guess()  # speech resumed: a guess made in the pause is stale
-        if self._guess is not None and self._guess.silence_start == silence:
-            return []
+        actions: list[TurnAction] = []
+        guess = self._guess
+        if guess is not None and guess.silence_start == silence:
+            guess.quiet_until = self._fed
+        elif guess is not None:
+            # The user went on after the pause the guess was made in: its transcript is not
+            # the turn's, but in a long turn it is a piece worth keeping.
+            if self._splits_at(guess):
+                self._split_at_guess(guess, now)
+            else:
+                actions.extend(self._drop_guess())
+        if silence is None or self._guess is not None:
+            return actions
         if self._fed - silence < self._speculate:
-            return []
-        actions = self._drop_guess()
+            return actions
         job = next(self._jobs)
-        self._guess = _Guess(silence, job, self._fed)
+        self._guess = _Guess(silence, job, self._fed, self._fed)
         start = self._utterance
         actions.append(Transcribe(job, self._slice(start, self._fed), start, self._fed, True))
         return actions
+
+    def _splits_at(self, guess: _Guess) -> bool:
+        """A pause is a cut in a turn long enough to cut, if it was heard to go on for the
+        margin past the end of its guess (so the next word began after that end)."""
+        assert self._utterance is not None
+        margin = SPLIT_MARGIN_MS * SAMPLE_RATE // 1000
+        return (
+            self._split is not None
+            and guess.end - self._utterance >= self._split
+            and guess.quiet_until - guess.end >= margin
+        )
+
+    def _split_at_guess(self, guess: _Guess, now: float) -> None:
+        """Keep the guess's range as a piece of the turn under way (see ``split_after_s``)."""
+        assert self._utterance is not None
+        self._guess = None
+        segment = _Segment(self._utterance, guess.end, now, None, guess.job)
+        if guess.job in self._guess_results:
+            segment.text, segment.compute_ms, segment.done_at = self._guess_results.pop(guess.job)
+        elif guess.job in self._guess_errors:
+            segment.text, segment.error = "", self._guess_errors.pop(guess.job)
+            segment.done_at = now
+        self._segments.append(segment)
+        self._utterance = self._last_end = guess.end
 
     def _drop_guess(self) -> list[TurnAction]:
         guess, self._guess = self._guess, None

@@ -12,6 +12,8 @@ Options (all optional)::
       vad_events: false                                        # send vad_score events
       draft_replies: true      # start the reply on a pause's speculative transcript, held
                                # until the turn is confirmed (read_only tools run early)
+      split_after_s: 8         # a turn this long is cut at its next pause and that piece
+                               # transcribed while the user goes on (null: only at 30 s)
       end_of_turn: {min_silence_ms: 400, threshold: 0.9, max_silence_ms: 800,
                     ask_ahead_ms: 200,             # ask the model this much before min_silence
                     model_patience_ms: 100,        # no answer by min_silence + this: end there
@@ -196,6 +198,7 @@ def create(ctx: AgentContext, base_dir: Path) -> LocalAgent:
         # speculation off (every transcription then starts at the end of the turn).
         speculate_after_ms=options.get("speculate_after_ms", 160),
         draft_replies=bool(options.get("draft_replies", True)),
+        split_after_s=options.get("split_after_s", 8.0),
         end_of_turn=policy,
         end_of_turn_model=_end_of_turn_model(options, policy, base_dir),
         **_taker_options(options),

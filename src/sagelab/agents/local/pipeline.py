@@ -76,6 +76,10 @@ class LocalAgent(Agent):
     turn is decided, holding everything it would say until the turn is confirmed
     (``sagelab.agents.local.draft``): the reply's first audio is then ready when the turn
     ends. Read-only server tools run early; others wait for the confirmation.
+
+    ``split_after_s`` transcribes a long turn in pieces cut at its pauses while the user is
+    still talking (``TurnTaker``), so the end of a monologue costs what its last sentences
+    cost; each piece is a ``user_transcript`` as it comes, and the reply answers them all.
     """
 
     def __init__(
@@ -88,6 +92,7 @@ class LocalAgent(Agent):
         brain: Brain,
         preroll_ms: int = 300,
         max_utterance_s: float = 30.0,
+        split_after_s: float | None = 8.0,
         vad_events: bool = False,
         speculate_after_ms: float | None = 160,
         end_of_turn: EndOfTurnPolicy | None = None,
@@ -114,6 +119,7 @@ class LocalAgent(Agent):
             detector,
             preroll_ms=preroll_ms,
             max_utterance_s=max_utterance_s,
+            split_after_s=split_after_s,
             speculate_after_ms=speculate_after_ms,
             end_of_turn=end_of_turn,
             ask_ahead_ms=ask_ahead_ms,
