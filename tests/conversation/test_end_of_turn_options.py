@@ -25,6 +25,14 @@ def test_a_model_policy_sets_the_vad_wait_to_its_fallback() -> None:
     assert _vad_options(options, policy) == {"end_silence_ms": 800}
 
 
+def test_a_graded_wait_is_read_from_the_options() -> None:
+    raw = {"min_silence_ms": 400, "threshold": 0.9, "max_silence_ms": 800}
+    raw |= {"likely_threshold": 0.7, "likely_silence_ms": 600}
+    assert end_of_turn_policy({"end_of_turn": raw}) == EndOfTurnPolicy(
+        400, 0.9, 800, likely_threshold=0.7, likely_silence_ms=600
+    )
+
+
 def test_without_the_turn_extra_the_silence_rule_at_min_silence_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

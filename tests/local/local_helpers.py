@@ -18,6 +18,7 @@ import jiwer
 import numpy as np
 
 from sagelab.audio import load_audio
+from sagelab.audio.activity import energy_bounds, frame_dbfs
 from sagelab.metrics.accuracy import normalize
 
 SPEECH_DIR = Path(__file__).resolve().parents[2] / "data" / "speech"
@@ -52,25 +53,6 @@ def white_noise(n: int, dbfs: float, seed: int) -> np.ndarray:
     return np.clip(np.rint(samples), -32768, 32767).astype(np.int16)
 
 
-def _frame_dbfs(pcm: np.ndarray) -> np.ndarray:
-    frames = pcm[: pcm.size // 160 * 160].reshape(-1, 160).astype(np.float64)
-    return 10 * np.log10((frames**2).mean(axis=1) / 32768**2 + 1e-12)
-
-
-def energy_bounds(pcm: np.ndarray) -> tuple[int, int]:
-    """Reference start and end of speech in a clean recording, by energy.
-
-    A 10 ms frame is loud above max(noise floor + 15 dB, peak - 35 dB), the floor being the
-    10th percentile; speech spans the first to the last run of three loud frames, so single
-    clicks do not count. Breaths and soft final fricatives can still move the end by ~0.2 s.
-    """
-    db = _frame_dbfs(pcm)
-    threshold = max(float(np.percentile(db, 10)) + 15, float(db.max()) - 35)
-    loud = (db > threshold).astype(int)
-    runs = np.flatnonzero(np.convolve(loud, np.ones(3, dtype=int), "valid") == 3)
-    return int(runs[0] * 160), int((runs[-1] + 3) * 160)
-
-
 @dataclass(frozen=True)
 class Stream:
     id: str
@@ -87,7 +69,7 @@ def as_stream(utt: Utterance, seed: int, lead_s: float = 0.5, tail_s: float = 3.
     with noise suppression. (Splicing synthetic noise onto the end instead makes a seam that
     Silero sometimes scores near 0.5, which would measure the seam, not the end of speech.)
     """
-    floor = max(float(np.percentile(_frame_dbfs(utt.pcm), 10)), -70.0)
+    floor = max(float(np.percentile(frame_dbfs(utt.pcm), 10)), -70.0)
     lead = white_noise(int(lead_s * RATE), floor, seed)
     body = utt.pcm.astype(np.float64)
     body[-160:] *= np.linspace(1.0, 0.0, 160)

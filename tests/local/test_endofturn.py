@@ -51,9 +51,27 @@ def test_reask_points_stop_before_the_fallback() -> None:
 
 
 @pytest.mark.fast
+def test_a_probably_finished_answer_ends_the_turn_in_between() -> None:
+    policy = EndOfTurnPolicy(400, 0.9, 800, likely_threshold=0.5, likely_silence_ms=600)
+    assert policy.decide(400, 0.95) is Verdict.END  # sure: at the shortest silence
+    assert policy.decide(400, 0.6) is Verdict.WAIT  # probably: not yet
+    assert policy.decide(600, 0.6) is Verdict.END  # ...but before the fallback
+    assert policy.decide(600, 0.5) is Verdict.END
+    assert policy.decide(799, 0.49) is Verdict.WAIT  # unlikely: the fallback decides
+    assert policy.decide(800, 0.49) is Verdict.END
+    assert EndOfTurnPolicy(400, 0.9, 800).decide(600, 0.6) is Verdict.WAIT
+
+
+@pytest.mark.fast
 @pytest.mark.parametrize(
     "kwargs",
     [
+        {"likely_threshold": 0.5},  # without its silence
+        {"likely_silence_ms": 600},
+        {"likely_threshold": 0.95, "likely_silence_ms": 600},  # above threshold
+        {"likely_threshold": 0.5, "likely_silence_ms": 300},  # below min_silence_ms
+        {"likely_threshold": 0.5, "likely_silence_ms": 900},  # past the fallback
+        {"threshold": None, "likely_threshold": 0.5, "likely_silence_ms": 600},
         {"min_silence_ms": -1},
         {"min_silence_ms": 600, "max_silence_ms": 500},
         {"threshold": 0.0},

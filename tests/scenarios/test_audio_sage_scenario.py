@@ -50,3 +50,25 @@ def test_spoken_line_failing_server_tool_and_stored_parameters(tmp_path: Path) -
     )
     # The run's demo database was made for it, not shared with other runs.
     assert (tmp_path / "audio-sage.sqlite3").is_file()
+
+
+def test_the_monologue_pauses_are_shorter_than_the_end_of_turn_silence() -> None:
+    """What long-monologue claims of its audio, as the agent's VAD hears it: no pause between
+    its sentences reaches audio-sage's 400 ms. Trimmed at -40 dBFS, the recordings kept enough
+    room tone and breath that two of the 250 ms joins were heard as 540 and 860 ms pauses, and
+    a quick agent answered in the middle of the reading."""
+    from sagelab.agents.local.vad import VadTurnDetector
+    from sagelab.scenarios.loader import load_scenario
+    from sagelab.scenarios.runner import _Audio
+
+    path = Path(__file__).resolve().parents[2] / "src/sagelab/assets/scenarios/long_monologue.yaml"
+    pcm = _Audio(load_scenario(path), None).pcm[0]
+    detector = VadTurnDetector(end_silence_ms=800)
+    pauses, quiet_since = [], None
+    for i in range(0, pcm.size, 1600):
+        detector.feed(pcm[i : i + 1600])
+        now = detector.silence_start
+        if quiet_since is not None and now != quiet_since:
+            pauses.append((i + 1600 - quiet_since) / 16)
+        quiet_since = now
+    assert len(pauses) >= 4 and max(pauses) < 400, pauses

@@ -28,3 +28,33 @@ def speech_bounds(
     if loud.size == 0:
         return None
     return int(loud[0] * frame), int((loud[-1] + 1) * frame)
+
+
+def frame_dbfs(pcm: PCM16, frame: int = 160) -> np.ndarray:
+    """Level of each whole ``frame``-sample frame (10 ms at 16 kHz), in dBFS."""
+    frames = pcm[: pcm.size // frame * frame].reshape(-1, frame).astype(np.float64)
+    return np.asarray(10 * np.log10((frames**2).mean(axis=1) / 32768**2 + 1e-12))
+
+
+def loud_frames(pcm: PCM16) -> np.ndarray:
+    """10 ms frames above max(noise floor + 15 dB, peak - 35 dB), the floor being the 10th
+    percentile: relative to the recording, so room tone and breaths stay out whatever the
+    recording level (a fixed threshold such as ``speech_bounds``' -40 dBFS keeps them)."""
+    db = frame_dbfs(pcm)
+    return np.asarray(db > max(float(np.percentile(db, 10)) + 15, float(db.max()) - 35))
+
+
+def energy_bounds(pcm: PCM16) -> tuple[int, int]:
+    """Reference start and end of speech in a clean recording: the first to the last run of
+    three loud 10 ms frames (``loud_frames``), so single clicks do not count.
+
+    Tighter than ``speech_bounds`` on real recordings: a LibriVox sentence trimmed with it
+    keeps 0.2-0.3 s of room tone and breath at its ends, which a VAD hears as pause, so two
+    sentences joined with 250 ms of silence looked like a 540 ms pause. Soft final fricatives
+    can still move the end by ~0.2 s. Raises ``ValueError`` when nothing is loud.
+    """
+    loud = loud_frames(pcm).astype(int)
+    runs = np.flatnonzero(np.convolve(loud, np.ones(3, dtype=int), "valid") == 3)
+    if runs.size == 0:
+        raise ValueError("no speech found by energy")
+    return int(runs[0] * 160), int((runs[-1] + 3) * 160)

@@ -55,6 +55,7 @@ from sagelab.agents.local.endofturn import (
 )
 from sagelab.agents.local.vad import VadTurnDetector
 from sagelab.audio import SAMPLE_RATE, load_audio
+from sagelab.audio.activity import energy_bounds, loud_frames
 from sagelab.bench.stats import Summary
 
 CHUNK = 320  # 20 ms
@@ -85,6 +86,17 @@ def default_policies() -> list[tuple[str, EndOfTurnPolicy]]:
                 EndOfTurnPolicy(200, threshold, 1200, reask_ms=200),
             )
         )
+    # A graded wait: "probably finished" ends the turn between the shortest and longest.
+    for likely in (0.5, 0.7):
+        for likely_ms in (500, 600):
+            rows.append(
+                (
+                    f"smart 400/0.9/800 likely {likely}@{likely_ms}",
+                    EndOfTurnPolicy(
+                        400, 0.9, 800, likely_threshold=likely, likely_silence_ms=likely_ms
+                    ),
+                )
+            )
     return rows
 
 
@@ -101,38 +113,13 @@ class Passage:
     ids: list[str]
 
 
-def _frame_dbfs(pcm: np.ndarray) -> np.ndarray:
-    frames = pcm[: pcm.size // 160 * 160].reshape(-1, 160).astype(np.float64)
-    return 10 * np.log10((frames**2).mean(axis=1) / 32768**2 + 1e-12)
-
-
-def _loud_frames(pcm: np.ndarray) -> np.ndarray:
-    """10 ms frames above max(noise floor + 15 dB, peak - 35 dB)."""
-    db = _frame_dbfs(pcm)
-    threshold = max(float(np.percentile(db, 10)) + 15, float(db.max()) - 35)
-    return db > threshold
-
-
-def energy_bounds(pcm: np.ndarray) -> tuple[int, int]:
-    """Reference start and end of speech: first to last run of three loud 10 ms frames.
-
-    The same reference as the VAD sweep of the model tests (breaths and soft final fricatives
-    can move the end by ~0.2 s).
-    """
-    loud = _loud_frames(pcm).astype(int)
-    runs = np.flatnonzero(np.convolve(loud, np.ones(3, dtype=int), "valid") == 3)
-    if runs.size == 0:
-        raise ValueError("no speech found by energy")
-    return int(runs[0] * 160), int((runs[-1] + 3) * 160)
-
-
 def stretch_longest_pause(pcm: np.ndarray, target_ms: float) -> np.ndarray:
     """``pcm`` with its longest internal quiet run (≥ 100 ms) repeated up to ``target_ms``.
 
     Returns ``pcm`` unchanged when no internal pause of 100 ms exists (a single word).
     """
     start, end = energy_bounds(pcm)
-    loud = _loud_frames(pcm)[start // 160 : end // 160]
+    loud = loud_frames(pcm)[start // 160 : end // 160]
     best = (0, 0)
     run_start = None
     for i, is_loud in enumerate([*loud.tolist(), True]):

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from sagelab.audio import load_audio, silence
-from sagelab.audio.activity import speech_bounds
+from sagelab.audio.activity import energy_bounds
 from sagelab.client import SentAudio, Session, SessionError, Timeline
 from sagelab.client.session import ToolHandler
 from sagelab.scenarios.loader import ScenarioError
@@ -144,8 +144,13 @@ class _Audio:
 
 
 def _trimmed(pcm: np.ndarray) -> np.ndarray:
-    bounds = speech_bounds(pcm)
-    return pcm[bounds[0] : bounds[1]] if bounds else pcm
+    """The recording's speech without the room tone and breath at its ends (``gap_ms`` is
+    then the pause a listener hears), or the whole of it if nothing stands out."""
+    try:
+        start, end = energy_bounds(pcm)
+    except ValueError:
+        return pcm
+    return pcm[start:end]
 
 
 async def run_scenario(

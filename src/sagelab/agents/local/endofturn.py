@@ -84,6 +84,10 @@ class EndOfTurnPolicy:
     * below ``min_silence_ms`` of silence: wait;
     * from ``min_silence_ms`` on, with a ``threshold``: ask the model once (``ASK`` while
       ``probability`` is ``None``), then end if it says at least ``threshold``;
+    * with ``likely_threshold`` and ``likely_silence_ms``: an answer below ``threshold`` but at
+      least ``likely_threshold`` ("probably finished") ends the turn at ``likely_silence_ms``,
+      so the wait shortens as the model grows surer instead of jumping from the shortest to
+      the longest;
     * at ``max_silence_ms``: end whatever the model said (the fallback for a model that keeps
       saying "not finished" to someone who has stopped);
     * ``threshold=None``: silence only; the turn ends at ``max_silence_ms``.
@@ -103,6 +107,8 @@ class EndOfTurnPolicy:
     threshold: float | None = 0.9
     max_silence_ms: float = 800.0
     reask_ms: float | None = None
+    likely_threshold: float | None = None
+    likely_silence_ms: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("min_silence_ms", "max_silence_ms"):
@@ -118,6 +124,19 @@ class EndOfTurnPolicy:
             raise ValueError(f"threshold must be in (0, 1) or None, got {self.threshold}")
         if self.reask_ms is not None and not self.reask_ms > 0:
             raise ValueError(f"reask_ms must be positive or None, got {self.reask_ms}")
+        likely = (self.likely_threshold, self.likely_silence_ms)
+        if (likely[0] is None) != (likely[1] is None):
+            raise ValueError("likely_threshold and likely_silence_ms go together")
+        if self.likely_threshold is not None and self.likely_silence_ms is not None:
+            if self.threshold is None or not 0.0 < self.likely_threshold < self.threshold:
+                raise ValueError(
+                    f"likely_threshold must be in (0, threshold), got {self.likely_threshold}"
+                )
+            if not self.min_silence_ms <= self.likely_silence_ms <= self.max_silence_ms:
+                raise ValueError(
+                    "likely_silence_ms must be between min_silence_ms and max_silence_ms, "
+                    f"got {self.likely_silence_ms}"
+                )
 
     @classmethod
     def silence_only(cls, silence_ms: float) -> EndOfTurnPolicy:
@@ -149,7 +168,16 @@ class EndOfTurnPolicy:
             return Verdict.WAIT
         if probability is None:
             return Verdict.ASK
-        return Verdict.END if probability >= self.threshold else Verdict.WAIT
+        if probability >= self.threshold:
+            return Verdict.END
+        if (
+            self.likely_threshold is not None
+            and self.likely_silence_ms is not None
+            and probability >= self.likely_threshold
+            and silence_ms >= self.likely_silence_ms
+        ):
+            return Verdict.END
+        return Verdict.WAIT
 
 
 # -- Whisper log-mel features (as transformers' WhisperFeatureExtractor, chunk_length=8) ------

@@ -92,7 +92,14 @@ def _smart_turn_installed() -> bool:
         return False
 
 
-_POLICY_KEYS = {"min_silence_ms", "threshold", "max_silence_ms", "reask_ms"}
+_POLICY_KEYS = {
+    "min_silence_ms",
+    "threshold",
+    "max_silence_ms",
+    "reask_ms",
+    "likely_threshold",
+    "likely_silence_ms",
+}
 _MODEL_KEYS = {"model", "cpu_threads"}
 _TAKER_KEYS = {"ask_ahead_ms", "model_patience_ms"}
 
