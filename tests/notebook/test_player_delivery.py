@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -204,7 +205,7 @@ def test_a_list_that_does_not_add_up_is_refused() -> None:
         delivered_chunk_table(records)
 
 
-def test_from_a_panel_timeline() -> None:
+def test_from_a_panel_timeline(tmp_path: Path) -> None:
     # As ConversationPanel records the player's reports: local events with the kernel's t_ns,
     # the report's own browser_ms, and its fields.
     timeline = Timeline()
@@ -222,3 +223,6 @@ def test_from_a_panel_timeline() -> None:
     # The player's own report of the underrun agrees with the model on what it received.
     assert delivered.underrun_count == heard.underrun_count == 1
     assert delivered.underruns["gap_ms"].iloc[0] == pytest.approx(heard.underruns["gap_ms"].iloc[0])
+    # A saved session gives the same table.
+    timeline.save(tmp_path)
+    pd.testing.assert_frame_equal(delivered_chunk_table(Timeline.load(tmp_path)), table)
