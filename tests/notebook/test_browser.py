@@ -439,9 +439,18 @@ def test_talking_through_the_microphone(browser: Browser, artifacts: Path) -> No
     assert row["voice_to_voice_ms"] is not None and 0 < row["voice_to_voice_ms"] < 10_000
     assert row["heard_ms"] is not None and row["heard_ms"] > row["voice_to_voice_ms"]
 
-    # What the player heard agrees with the playout model on the same session.
+    # What the player heard agrees with the playout model on the chunks as the player got them
+    # (after Jupyter's widget messages, which add their own delay and jitter). The model on the
+    # network arrivals ("model") is kept in the message: delivered minus model is what the
+    # notebook's message path added, not a fault of the player.
     stutter = browser.kernel_json("panel.stutter()")
-    assert abs(stutter["player"]["underruns"] - stutter["model"]["underruns"]) <= 1, stutter
+    player, delivered = stutter["player"], stutter["delivered"]
+    assert delivered["turns"] == player["turns"] and delivered["chunks_left_off"] == 0, stutter
+    assert abs(player["underruns"] - delivered["underruns"]) <= 1, (
+        f"player {player['underruns']} underruns, the model on what it received "
+        f"{delivered['underruns']} (on the network arrivals {stutter['model']['underruns']}): "
+        f"{stutter}"
+    )
     assert not math.isnan(stutter["player"]["audio_ms"])
 
     assert browser.errors == []

@@ -16,7 +16,10 @@ Inputs
       ==================== ========================================================
       ``playback_start``   ``event_id``, ``t_ns``: the turn's first sample started playing
       ``playback_underrun`` ``event_id``, ``t_ns`` (the player ran dry), ``gap_ms``
-      ``playback_end``     ``event_id``, ``t_ns``, ``played_ms``, ``flushed`` (interrupted)
+      ``playback_end``     ``event_id``, ``t_ns``, ``played_ms``, ``flushed`` (interrupted);
+                           ``arrivals_ms`` / ``durations_ms``: the turn's chunks as the
+                           player got them (browser ``performance.now()`` ms, the clock of
+                           the report's own ``browser_ms``)
       ==================== ========================================================
 
 Tables (one row per …)
@@ -33,6 +36,8 @@ Tables (one row per …)
     ``playout(chunks, …)``      a ``Playout``: per-turn stutter (``.turns``) and every underrun
                                 (``.underruns``) under a playout model with a jitter buffer
     ``player_playout(reports)`` the same ``Playout`` shape from a real player's reports
+    ``delivered_chunk_table(reports)`` chunk: as the player got it (its end reports' arrival
+                                times), for ``playout`` on what the player really received
     ``active_sessions(sessions)`` the number of open sessions over time (a step series)
     ``overview(tls)``           the web app's list: active sessions, session duration, audio
                                 latency, tool-call success rate and duration, error rates by
@@ -56,7 +61,13 @@ from sagelab.metrics.accuracy import Accuracy, accuracy_table, normalize, overal
 from sagelab.metrics.latency import ping_table, tool_call_table, turn_table
 from sagelab.metrics.sessions import active_sessions, error_table, overview, session_table
 from sagelab.metrics.store import store_session_table, store_tool_call_table, store_turn_table
-from sagelab.metrics.stutter import Playout, chunk_table, player_playout, playout
+from sagelab.metrics.stutter import (
+    Playout,
+    chunk_table,
+    delivered_chunk_table,
+    player_playout,
+    playout,
+)
 from sagelab.metrics.summary import PERCENTILE_COLUMNS, percentiles, summarize_values
 
 __all__ = [
@@ -66,6 +77,7 @@ __all__ = [
     "accuracy_table",
     "active_sessions",
     "chunk_table",
+    "delivered_chunk_table",
     "error_table",
     "normalize",
     "overall",

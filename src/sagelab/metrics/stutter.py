@@ -28,13 +28,21 @@ Per turn (``Playout.turns``):
 Real measurements from a player (``player_playout``) fill the same table from the player's
 ``playback_start`` / ``playback_underrun`` / ``playback_end`` reports, so a notebook session can
 be compared with the model run on the same chunks.
+
+The model on the network arrivals (``chunk_table``) is not what a player in a notebook gets:
+its chunks reach the browser through Jupyter's widget messages, later and with more jitter. A
+player's ``playback_end`` reports list when each chunk reached it (``arrivals_ms``,
+``durations_ms``); ``delivered_chunk_table`` turns them into a chunk table, so ``playout`` can run
+on the arrivals the player really had. The model on delivered chunks minus the model on network
+chunks is what the message path added; the player against the model on delivered chunks is the
+player's fidelity to the rule.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias, TypeGuard
 
 import pandas as pd
 
@@ -280,8 +288,104 @@ def _play_turn(
     return row, gaps
 
 
+PlayerReports: TypeAlias = Timelines | Iterable[Mapping[str, Any]] | pd.DataFrame
+
+
+def _player_records(reports: PlayerReports) -> tuple[list[dict[str, Any]], bool]:
+    """The player's reports as records with a ``session`` key, and whether they came from
+    timelines (whose chunk table then gives the network arrivals)."""
+    if isinstance(reports, pd.DataFrame):
+        records = reports.to_dict("records")
+        if "session" not in reports.columns:
+            for r in records:
+                r["session"] = 0
+        return records, False
+    if _is_timelines(reports):
+        records = []
+        for name, tl in named(reports):  # type: ignore[arg-type]
+            for e in events_of(tl):
+                if e.direction == "local" and e.type in PLAYER_EVENTS:
+                    records.append(
+                        {**e.data, "type": e.type, "event_id": e.event_id, "t_ns": e.t_ns,
+                         "session": name}
+                    )  # fmt: skip
+        return records, True
+    return [{"session": 0, **dict(r)} for r in reports], False  # type: ignore[arg-type]
+
+
+def delivered_chunk_table(reports: PlayerReports) -> pd.DataFrame:
+    """The chunks as the player got them: one row per chunk listed in its ``playback_end``
+    reports, with ``chunk_table``'s columns (and ``session``), for ``playout``.
+
+    In a notebook the agent's audio reaches the browser through Jupyter's widget messages,
+    which add delay and jitter that the kernel's network arrival times never show; the model
+    on this table is the rule the player should have followed on what it really received.
+    ``t_ns`` is the player's arrival time (``arrivals_ms``, ``performance.now()``) put on the
+    report's clock: the kernel's when the report has ``t_ns`` and ``browser_ms`` (and was placed
+    with a synced clock), else the browser's. A turn's last end report has all of it (a turn
+    that ends, gets more audio and ends again reports everything twice). Turns whose end has
+    not been reported, or whose reports list no chunks, have no rows. A flushed turn's
+    ``interrupted_ms`` (when the flush came) becomes ``interrupted_ns``. How many chunks the
+    player left out of its lists (it lists at most a few thousand per turn) is in
+    ``df.attrs["chunks_left_off"]``.
+    """
+    records, _ = _player_records(reports)
+    ends: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for r in records:
+        if r.get("type") == "playback_end" and _listed(r.get("arrivals_ms")):
+            ends[(r["session"], r.get("event_id"))] = r
+    rows: list[dict[str, Any]] = []
+    left_off = 0
+    for (session, event_id), r in ends.items():
+        arrivals = [float(a) for a in r["arrivals_ms"]]
+        listed = r.get("durations_ms")
+        durations = [float(d) for d in listed] if _listed(listed) else []
+        if len(durations) != len(arrivals):
+            raise ValueError(
+                f"playback_end of turn {event_id} lists {len(arrivals)} arrivals_ms but "
+                f"{len(durations)} durations_ms: one of each per chunk"
+            )
+        if _number(r.get("arrivals_left_off")):
+            left_off += int(r["arrivals_left_off"])
+        offset_ns = 0.0  # browser ms → the report's clock
+        t_ns, browser_ms = r.get("t_ns"), r.get("browser_ms")
+        if _number(t_ns) and _number(browser_ms) and r.get("clock_synced", True) is not False:
+            offset_ns = float(t_ns) - float(browser_ms) * 1e6
+        cut = r.get("interrupted_ms")
+        cut_ns = float(cut) * 1e6 + offset_ns if r.get("flushed") and _number(cut) else NAN
+        order = sorted(range(len(arrivals)), key=arrivals.__getitem__)
+        prev: float | None = None
+        for seq, i in enumerate(order):
+            t = arrivals[i] * 1e6 + offset_ns
+            rows.append(
+                {
+                    "session": session,
+                    "event_id": event_id,
+                    "seq": seq,
+                    "t_ns": t,
+                    "duration_ms": durations[i],
+                    "samples": round(durations[i] * 16),
+                    "stale": False,
+                    "interarrival_ms": (t - prev) / 1e6 if prev is not None else NAN,
+                    "interrupted_ns": cut_ns,
+                }
+            )
+            prev = t
+    table = pd.DataFrame(rows, columns=["session", *CHUNK_COLUMNS])
+    table.attrs["chunks_left_off"] = left_off
+    return table
+
+
+def _listed(value: Any) -> TypeGuard[list[Any] | tuple[Any, ...]]:
+    return isinstance(value, list | tuple) and len(value) > 0
+
+
+def _number(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+
+
 def player_playout(
-    reports: Timelines | Iterable[Mapping[str, Any]] | pd.DataFrame,
+    reports: PlayerReports,
     chunks: pd.DataFrame | None = None,
 ) -> Playout:
     """The ``Playout`` table from a real player's reports instead of the model.
@@ -292,24 +396,9 @@ def player_playout(
     ``chunk_table``) gives first arrivals and the pre-buffer each turn needed; without it those
     columns are NaN.
     """
-    if isinstance(reports, pd.DataFrame):
-        records = reports.to_dict("records")
-        if "session" not in reports.columns:
-            for r in records:
-                r["session"] = 0
-    elif _is_timelines(reports):
-        records = []
-        for name, tl in named(reports):  # type: ignore[arg-type]
-            for e in events_of(tl):
-                if e.direction == "local" and e.type in PLAYER_EVENTS:
-                    records.append(
-                        {**e.data, "type": e.type, "event_id": e.event_id, "t_ns": e.t_ns,
-                         "session": name}
-                    )  # fmt: skip
-        if chunks is None:
-            chunks = chunk_table(reports)  # type: ignore[arg-type]
-    else:
-        records = [{"session": 0, **dict(r)} for r in reports]  # type: ignore[arg-type]
+    records, from_timelines = _player_records(reports)
+    if from_timelines and chunks is None:
+        chunks = chunk_table(reports)  # type: ignore[arg-type]
     for r in records:
         if r.get("type") not in PLAYER_EVENTS:
             raise ValueError(

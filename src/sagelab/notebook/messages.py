@@ -9,7 +9,9 @@ Browser → kernel (``model.send``; audio as a binary buffer, never base64):
 ``mic_start``    ``context_rate`` (the capture context's rate), ``device`` (its label)
 ``mic_stop``     ``chunks``: how many the worklet posted
 ``mic_error``    ``message``: why the microphone could not start
-``player``       ``events``: the player's reports (``kind`` start/underrun/end, ``b_ms``)
+``player``       ``events``: the player's reports (``kind`` start/underrun/end, ``b_ms``);
+                 an ``end`` also lists its turn's chunks as the player got them
+                 (``arrivals_ms``, ``durations_ms``, ``arrivals_left_off``)
 ``clock``        ``k`` (the kernel's stamp, echoed) and ``b_ms`` (``performance.now()``)
 ``action``       ``action``: a panel button (connect, interrupt, end)
 =============== ===================================================================
@@ -39,6 +41,8 @@ MAX_CHUNK_MS = 100
 MAX_MIC_BYTES = 2 * SAMPLE_RATE  # one second
 
 PLAYER_KINDS = {"start": "playback_start", "underrun": "playback_underrun", "end": "playback_end"}
+# Chunks an end report lists (player.js keeps the first MAX_ARRIVALS of a turn, counts the rest).
+MAX_ARRIVALS = 4000
 
 
 class WidgetMessageError(ValueError):
@@ -141,6 +145,67 @@ class PlayerEvent:
 
 
 _PLAYER_FIELDS = ("gap_ms", "played_ms", "received_ms", "flushed", "rms_max", "at_audio_ms")
+_ARRIVAL_FIELDS = ("arrivals_ms", "durations_ms")
+
+
+def _numbers(raw: Mapping[str, Any], field: str) -> list[float]:
+    """A list of finite numbers, at most ``MAX_ARRIVALS`` long, as floats."""
+    values = raw[field]
+    if not isinstance(values, list):
+        raise WidgetMessageError(f"player event field {field} must be a list of numbers")
+    if len(values) > MAX_ARRIVALS:
+        raise WidgetMessageError(
+            f"player event field {field} lists {len(values)} chunks; the player sends at most "
+            f"{MAX_ARRIVALS} per turn and counts the rest in arrivals_left_off"
+        )
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise WidgetMessageError(
+                f"player event field {field} must hold finite numbers (ms), got {v!r}"
+            )
+        out.append(float(v))
+    return out
+
+
+def _chunk_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The chunk list of an end report, checked: a browser's message is untrusted, and these
+    lists feed the playout model (``sagelab.metrics.delivered_chunk_table``)."""
+    present = [f for f in _ARRIVAL_FIELDS if f in raw]
+    extra = [f for f in ("arrivals_left_off", "interrupted_ms") if f in raw]
+    if not present:
+        if extra:
+            raise WidgetMessageError(f"player event field {extra[0]} needs arrivals_ms")
+        return {}
+    if raw.get("kind") != "end":
+        raise WidgetMessageError("only a player end event lists its turn's chunk arrivals")
+    if len(present) != 2:
+        raise WidgetMessageError("a player end event needs both arrivals_ms and durations_ms")
+    arrivals, durations = _numbers(raw, "arrivals_ms"), _numbers(raw, "durations_ms")
+    if len(arrivals) != len(durations):
+        raise WidgetMessageError(
+            f"player end event lists {len(arrivals)} arrivals but {len(durations)} durations"
+        )
+    if any(d < 0 for d in durations):
+        raise WidgetMessageError("player end event has a negative chunk duration")
+    left_off = raw.get("arrivals_left_off", 0)
+    if isinstance(left_off, bool) or not isinstance(left_off, int) or left_off < 0:
+        raise WidgetMessageError(
+            f"player end event's arrivals_left_off must be a count (integer >= 0), got {left_off!r}"
+        )
+    out: dict[str, Any] = {
+        "arrivals_ms": arrivals,
+        "durations_ms": durations,
+        "arrivals_left_off": left_off,
+    }
+    cut = raw.get("interrupted_ms")
+    if cut is not None:
+        if isinstance(cut, bool) or not isinstance(cut, int | float) or not math.isfinite(cut):
+            raise WidgetMessageError(
+                f"player end event's interrupted_ms must be a finite number, got {cut!r}"
+            )
+        out["interrupted_ms"] = float(cut)
+    return out
 
 
 def parse_player_events(
@@ -161,7 +226,7 @@ def parse_player_events(
         if not isinstance(b_ms, int | float):
             raise WidgetMessageError(f"player event {raw!r} needs b_ms (performance.now())")
         event_id = raw.get("event_id")
-        data = {k: raw[k] for k in _PLAYER_FIELDS if k in raw}
+        data = {k: raw[k] for k in _PLAYER_FIELDS if k in raw} | _chunk_fields(raw)
         out.append(
             PlayerEvent(
                 type=PLAYER_KINDS[raw["kind"]],

@@ -420,13 +420,25 @@ class ConversationPanel(anywidget.AnyWidget):
         return target
 
     def stutter(self) -> dict[str, Any]:
-        """Stutter as heard (the player's reports) beside the playout model run on the network
-        arrival times of the same chunks with the same jitter buffer."""
-        from sagelab.metrics import player_playout, playout
+        """Stutter three ways, each a ``Playout.summary()``: ``player``, as heard (the player's
+        reports); ``model``, the playout model with the same jitter buffer on the network
+        arrival times of the same chunks; ``delivered``, that model on the times the chunks
+        reached the player, after Jupyter's widget messages (``delivered_chunk_table``).
+        ``delivered`` minus ``model`` is what the notebook's message path added; ``player``
+        against ``delivered`` is how faithfully the player follows the rule. ``delivered`` only
+        has turns whose end the player has reported, and ``chunks_left_off`` counts chunks the
+        player did not list (it lists a few thousand per turn)."""
+        from sagelab.metrics import delivered_chunk_table, player_playout, playout
 
+        timeline = self.timeline
+        delivered = delivered_chunk_table(timeline)
         return {
-            "player": player_playout(self.timeline).summary(),
-            "model": playout(self.timeline, jitter_buffer_ms=self.jitter_ms).summary(),
+            "player": player_playout(timeline).summary(),
+            "model": playout(timeline, jitter_buffer_ms=self.jitter_ms).summary(),
+            "delivered": {
+                **playout(delivered, jitter_buffer_ms=self.jitter_ms).summary(),
+                "chunks_left_off": delivered.attrs["chunks_left_off"],
+            },
         }
 
     def player_report(self) -> dict[str, Any]:
@@ -558,6 +570,7 @@ class ConversationPanel(anywidget.AnyWidget):
             event_id=event.event_id,
             t_ns=t_ns,
             clock_synced=event.t_ns is not None,
+            browser_ms=event.browser_ms,  # with t_ns, maps the report's other browser times
             **event.data,
         )
         with self._state_lock:

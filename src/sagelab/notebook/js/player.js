@@ -11,9 +11,16 @@
 // Reports carry performance.now() times of when the sound reaches the output (the context's
 // output timestamp), so the kernel can put them on its own clock and compare them with the
 // network arrival times it recorded.
+//
+// A turn's end report also lists when each of its chunks reached this player and how long it
+// was (arrivals_ms: performance.now() at push; durations_ms): the chunks come through
+// Jupyter's widget messages, which add delay and jitter the kernel's network arrival times
+// never show, so the kernel runs the same rule on these times to check the player against it.
+// At most MAX_ARRIVALS chunks per turn are listed; arrivals_left_off counts the rest.
 
 const PLAYER_RATE = 16000;
 const SCHEDULE_MARGIN_S = 0.005; // a chunk must be queued at least this far ahead to be seamless
+const MAX_ARRIVALS = 4000; // chunks listed per turn in its end report (over 6 min of 100 ms chunks)
 
 class PcmPlayer {
   constructor({ jitterMs = 100, endAfterMs = 1000 } = {}) {
@@ -81,6 +88,7 @@ class PcmPlayer {
       this.totals.dropped += 1;
       return;
     }
+    const arrivedMs = performance.now();
     const ctx = this.ensureContext();
     const now = ctx.currentTime;
     const duration = pcm.length / PLAYER_RATE;
@@ -103,6 +111,10 @@ class PcmPlayer {
         receivedMs: 0,
         rmsMax: 0,
         underruns: 0,
+        arrivalsMs: [],
+        durationsMs: [],
+        arrivalsLeftOff: 0,
+        interruptedMs: null,
       };
       this.turns.set(eventId, turn);
       this.current = turn;
@@ -134,6 +146,12 @@ class PcmPlayer {
     turn.sources.push({ source, start: when, duration });
     turn.queueEnd = when + duration;
     turn.receivedMs += duration * 1000;
+    if (turn.arrivalsMs.length < MAX_ARRIVALS) {
+      turn.arrivalsMs.push(arrivedMs);
+      turn.durationsMs.push(duration * 1000);
+    } else {
+      turn.arrivalsLeftOff += 1;
+    }
   }
 
   playedMs(turn, upTo) {
@@ -159,6 +177,10 @@ class PcmPlayer {
       received_ms: turn.receivedMs,
       flushed,
       rms_max: turn.rmsMax,
+      arrivals_ms: turn.arrivalsMs.slice(),
+      durations_ms: turn.durationsMs.slice(),
+      arrivals_left_off: turn.arrivalsLeftOff,
+      ...(flushed ? { interrupted_ms: turn.interruptedMs } : {}),
     });
   }
 
@@ -170,8 +192,10 @@ class PcmPlayer {
       return;
     }
     const now = this.context.currentTime;
+    const flushedMs = performance.now();
     for (const turn of this.turns.values()) {
       if (turn.id > upTo || turn.ended) continue;
+      turn.interruptedMs = flushedMs;
       for (const s of turn.sources) {
         if (s.start + s.duration > now) {
           try {
