@@ -86,6 +86,10 @@ def default_policies() -> list[tuple[str, EndOfTurnPolicy]]:
                 EndOfTurnPolicy(200, threshold, 1200, reask_ms=200),
             )
         )
+    for reask in (100, 200):  # the recommended policy, asked again while the silence goes on
+        rows.append(
+            (f"smart 400/0.9/800 reask {reask}", EndOfTurnPolicy(400, 0.9, 800, reask_ms=reask))
+        )
     # A graded wait: "probably finished" ends the turn between the shortest and longest.
     for likely in (0.5, 0.7):
         for likely_ms in (500, 600):
