@@ -9,7 +9,7 @@ import pytest
 
 from sagelab.client import ReconnectPolicy
 from sagelab.client.reconnect import RESUME_REFUSED, resume_query, with_query
-from sagelab.server import closecodes
+from sagelab.protocol import closecodes
 
 
 def test_backoff_doubles_up_to_the_cap_without_jitter() -> None:

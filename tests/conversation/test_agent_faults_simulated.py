@@ -19,7 +19,7 @@ from sagelab.agents.local.pipeline import LocalAgent
 from sagelab.agents.turns import EnergyTurnDetector
 from sagelab.conversation.fakes import FakeSTT, FakeTTS, MarkedSpeech
 from sagelab.conversation.simulation import run_simulated, simulated_runner
-from sagelab.server import closecodes
+from sagelab.protocol import closecodes
 from sagelab.server.conversation import Conversation
 from sagelab.server.metrics import ServerMetrics
 

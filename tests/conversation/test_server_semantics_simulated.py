@@ -26,7 +26,7 @@ from simclient import (
 from sagelab.agents.turns import EnergyTurnDetector
 from sagelab.audio import load_audio, silence
 from sagelab.conversation.simulation import run_simulated
-from sagelab.server import closecodes
+from sagelab.protocol import closecodes
 from sagelab.server.store import ConversationStore
 
 

@@ -165,6 +165,23 @@ def test_no_import_cycles() -> None:
     )
 
 
+def test_the_conversation_core_imports_no_adapter() -> None:
+    """``sagelab.conversation`` decides; the server, client, notebook and model packages are
+    the I/O around it, so the core must not import them (type hints aside). The fakes of the
+    models are the exception: they return the models' own result types."""
+    graph = import_graph()
+    graph.pop("sagelab.conversation.fakes")
+    adapters = ("sagelab.server", "sagelab.client", "sagelab.notebook", "sagelab.agents.local")
+    wrong = sorted(
+        f"{name} imports {dep}"
+        for name, deps in graph.items()
+        if name.startswith("sagelab.conversation")
+        for dep in deps
+        if any(dep == a or dep.startswith(a + ".") for a in adapters)
+    )
+    assert not wrong, wrong
+
+
 def test_one_module_name_per_concept() -> None:
     by_name: dict[str, list[str]] = defaultdict(list)
     for name, path in modules().items():

@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
 from sagelab.config import ConfigError, ServerConfig, load_config
-from sagelab.server import closecodes
+from sagelab.protocol import closecodes
 from sagelab.server.app import SagelabServer
 from sagelab.server.auth import hash_key
 from sagelab.server.tls import TlsConfigError

@@ -18,7 +18,7 @@ from sagelab.audio import load_audio, pcm_bytes
 from sagelab.bench.serverproc import ServerProcess
 from sagelab.client import Session
 from sagelab.config import AgentSpec, ServerConfig, ToolSpec, load_config
-from sagelab.server import closecodes
+from sagelab.protocol import closecodes
 from sagelab.server.app import SagelabServer
 from sagelab.server.store import ORPHAN_REASON, ConversationStore
 from sagelab.tools import ToolRegistry

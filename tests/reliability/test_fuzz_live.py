@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from sagelab.config import ServerConfig
-from sagelab.server import closecodes
+from sagelab.protocol import closecodes
 from sagelab.server.app import BackgroundServer, SagelabServer
 
 INIT = json.dumps({"type": "conversation_initiation_client_data"})

@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 
 from sagelab.audio import pcm_bytes, silence
 from sagelab.client import Session
-from sagelab.server import closecodes
+from sagelab.protocol import closecodes
 from sagelab.server.app import SagelabServer
 from sagelab.server.capacity import CapacityError, SessionRegistry
 from sagelab.server.limits import TokenBucket

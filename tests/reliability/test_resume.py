@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 from sagelab.client import ReconnectPolicy, Session, SessionError, SyncSession
 from sagelab.config import ServerConfig
-from sagelab.server import closecodes
+from sagelab.protocol import closecodes
 from sagelab.server.app import SagelabServer
 from sagelab.server.store import ConversationStore
 

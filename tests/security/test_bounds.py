@@ -27,7 +27,7 @@ from security_helpers import (
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from sagelab.server import closecodes
+from sagelab.protocol import closecodes
 from sagelab.server.app import SagelabServer
 
 KEY = "sk_security_suite_0123456789abcdef"

@@ -11,7 +11,8 @@ from security_helpers import http_request, ws_outcome
 from websockets.asyncio.client import connect
 
 from sagelab.config import ConfigError, ServerConfig, load_config
-from sagelab.server import closecodes, rest
+from sagelab.protocol import closecodes
+from sagelab.server import rest
 from sagelab.server.app import SagelabServer
 from sagelab.server.conversation import Conversation
 

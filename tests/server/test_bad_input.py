@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from sagelab.client import Session
-from sagelab.server import closecodes
+from sagelab.protocol import closecodes
 
 INIT = json.dumps({"type": "conversation_initiation_client_data"})
 

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from sagelab.audio import AudioFormat, encode_pcm16
 from sagelab.config import AgentSpec, ServerConfig
 from sagelab.conversation import events as ev
+from sagelab.protocol import closecodes
 from sagelab.protocol import convai as wire
-from sagelab.server import closecodes
 from sagelab.server import serializer as sz
 from sagelab.server.convai import ROUTE, ConvaiSerializer
 

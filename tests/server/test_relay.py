@@ -11,7 +11,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from sagelab.client import Session
-from sagelab.server import closecodes
+from sagelab.protocol import closecodes
 
 
 async def _closed_with(url: str) -> tuple[int | None, str | None]:

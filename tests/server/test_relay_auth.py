@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from sagelab.client import ReconnectPolicy, Session, SessionError
 from sagelab.config import ServerConfig
-from sagelab.server import closecodes
+from sagelab.protocol import closecodes
 from sagelab.server.app import SagelabServer
 from sagelab.server.auth import hash_key
 

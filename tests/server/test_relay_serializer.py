@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from sagelab.audio import WebmOpusStreamEncoder
 from sagelab.config import AgentSpec, ServerConfig
 from sagelab.conversation import events as ev
+from sagelab.protocol import closecodes
 from sagelab.protocol import relay as wire
-from sagelab.server import closecodes
 from sagelab.server import serializer as sz
 from sagelab.server.relay import ROUTE, RelaySerializer
 

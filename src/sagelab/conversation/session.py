@@ -36,7 +36,7 @@ from sagelab.conversation.events import (
     OutEvent,
     Ping,
 )
-from sagelab.server import closecodes
+from sagelab.protocol import closecodes
 
 SAMPLE_RATE = 16_000
 _EPSILON = 1e-6  # a deadline this close is due: float sums must not make a timer spin

@@ -21,7 +21,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from sagelab.agents import Agent, create_agent
 from sagelab.agents.base import ResolvedAgent
 from sagelab.config import ConfigError, ServerConfig, check_auth_has_keys
-from sagelab.server import closecodes, convai, exposure, http, redact, rest, tls
+from sagelab.protocol import closecodes
+from sagelab.server import convai, exposure, http, redact, rest, tls
 from sagelab.server.auth import ApiKeyStore, SignedUrlSigner
 from sagelab.server.capacity import SessionRegistry
 from sagelab.server.conversation import Conversation

@@ -26,7 +26,8 @@ from websockets.exceptions import ConnectionClosed
 
 from sagelab.agents import BackendError
 from sagelab.conversation import events as ev
-from sagelab.server import closecodes, limits
+from sagelab.protocol import closecodes
+from sagelab.server import limits
 from sagelab.server import serializer as sz
 from sagelab.server.access import AccessDenied, authenticate
 from sagelab.server.capacity import CapacityError, Reservation

@@ -21,9 +21,9 @@ from sagelab.agents.base import ResolvedAgent
 from sagelab.audio import PCM_16000, AudioFormat, decode_to_pcm16, encode_pcm16
 from sagelab.config import AgentSpec, substitute_variables
 from sagelab.conversation import events as ev
-from sagelab.protocol import ProtocolError
+from sagelab.protocol import ProtocolError, closecodes
 from sagelab.protocol import convai as wire
-from sagelab.server import closecodes, connection, limits
+from sagelab.server import connection, limits
 from sagelab.server import serializer as sz
 from sagelab.server.serializer import SetupError
 

@@ -31,7 +31,7 @@ from sagelab.conversation.session import (
     ToolDone,
     TurnDrained,
 )
-from sagelab.server import closecodes
+from sagelab.protocol import closecodes
 from sagelab.server.transport import DetachedTransport, Transport
 
 if TYPE_CHECKING:

@@ -23,9 +23,9 @@ from sagelab.agents.base import ResolvedAgent
 from sagelab.audio import IncrementalWebmDecoder, WebmDecodeError, wav_bytes
 from sagelab.config import AgentSpec, substitute_variables
 from sagelab.conversation import events as ev
-from sagelab.protocol import ProtocolError
+from sagelab.protocol import ProtocolError, closecodes
 from sagelab.protocol import relay as wire
-from sagelab.server import closecodes, connection
+from sagelab.server import connection
 from sagelab.server import serializer as sz
 from sagelab.server.serializer import SetupError
 

@@ -2,7 +2,7 @@
 
 They follow the ElevenLabs contract (1000/1002/1008/1011) and RFC 6455 where the contract is
 silent (1001 going away, 1009 too big, 1013 try again later); the relay keeps its own 4000/4001,
-and 4002 refuses a resume (``resume.py``).
+and 4002 refuses a resume (``sagelab.server.resume``).
 Before any error close, a ConvAI session gets an ``error`` event saying what went wrong.
 """
 
