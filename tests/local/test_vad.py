@@ -191,6 +191,8 @@ def test_a_short_first_word_after_silence_starts_the_turn(lead_ms: int) -> None:
     events = _turns(feed_in_chunks(detector, np.concatenate([said] * 8), chunk=1600))
     starts = [e.sample for e in events if e.kind == "speech_start"]
     assert len(starts) == 8
-    # "Stop"'s vowel begins 300 ms into the clip (its "St" at 200 ms).
+    # "Stop"'s vowel spans 300-500 ms of the clip (its "St" begins at 200 ms), "Search" begins
+    # at 760 ms: a start inside the vowel keeps the word within the pre-roll; one at "Search"
+    # (560 ms, padding included) loses it. Measured: at most 274 ms with the onset rule.
     late = [round((s - k * said.size) / 16) - lead_ms for k, s in enumerate(starts)]
-    assert max(late) <= 300, late
+    assert max(late) <= 340, late

@@ -86,6 +86,8 @@ def default_policies() -> list[tuple[str, EndOfTurnPolicy]]:
                 EndOfTurnPolicy(200, threshold, 1200, reask_ms=200),
             )
         )
+    for max_ms in (600, 700):  # the recommended policy with a shorter fallback
+        rows.append((f"smart 400/0.9/{max_ms}", EndOfTurnPolicy(400, 0.9, max_ms)))
     for reask in (100, 200):  # the recommended policy, asked again while the silence goes on
         rows.append(
             (f"smart 400/0.9/800 reask {reask}", EndOfTurnPolicy(400, 0.9, 800, reask_ms=reask))

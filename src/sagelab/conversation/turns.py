@@ -271,7 +271,9 @@ class TurnTaker:
     ``min_silence_ms + model_patience_ms`` with no answer, the turn ends there, as the silence
     rule of that length would end it. With a model policy, build the detector with the policy's
     ``max_silence_ms`` as its own wait (the fallback); a shorter detector wait would end turns
-    before the model is ever asked.
+    before the model is ever asked. ``split_after_s`` (None: off) cuts a turn that long at its
+    next speculated pause, so it is transcribed in pieces while the user talks (module
+    docstring); it needs ``speculate_after_ms``.
     """
 
     def __init__(
