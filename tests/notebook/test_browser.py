@@ -405,24 +405,30 @@ def test_talking_through_the_microphone(browser: Browser, artifacts: Path) -> No
     turn = browser.kernel_json(
         "[l['event_id'] for l in panel.transcript if l['role'] == 'agent'][-1]"
     )
-    deadline = time.monotonic() + 60
-    while True:
-        events = browser.kernel_json(f"[e for e in panel.player_events if e['event_id'] == {turn}]")
-        if any(e["type"] == "playback_end" for e in events):
-            break
-        assert time.monotonic() < deadline, f"the player never finished turn {turn}: {events}"
-        time.sleep(0.5)
-    start = next(e for e in events if e["type"] == "playback_start")
-    end = next(e for e in events if e["type"] == "playback_end")
-    received_s = browser.kernel_json(
+    received = (
         f"sum(e.data['duration_s'] for e in panel.timeline.of_type('audio')"
         f" if e.event_id == {turn} and not e.data.get('stale'))"
     )
+    # A turn's end is reported once its queue has been quiet for a second; a chunk that comes
+    # later still (the rest of the reply synthesised slowly on a loaded machine) reopens it, as
+    # an underrun, and it ends again: the last end report covers the whole turn.
+    deadline = time.monotonic() + 60
+    while True:
+        events = browser.kernel_json(f"[e for e in panel.player_events if e['event_id'] == {turn}]")
+        ends = [e for e in events if e["type"] == "playback_end"]
+        received_s = browser.kernel_json(received)
+        if ends and ends[-1]["played_ms"] == pytest.approx(received_s * 1000, rel=0.02):
+            break
+        assert time.monotonic() < deadline, (
+            f"the player never played all {received_s} s of turn {turn}: {events}"
+        )
+        time.sleep(0.5)
+    start = next(e for e in events if e["type"] == "playback_start")
+    end = ends[-1]
     assert received_s > 1.0
+    # All of the reply was played (above), and sound really went through the page's audio
+    # graph (Playwright mutes the output, so the player's AnalyserNode is the witness).
     assert not end["flushed"]
-    # All of the reply was played, and sound really went through the page's audio graph
-    # (Playwright mutes the output, so the player's AnalyserNode is the witness).
-    assert end["played_ms"] == pytest.approx(received_s * 1000, rel=0.02)
     assert end["rms_max"] > 0.01
     assert start["t_ns"] is not None and end["t_ns"] > start["t_ns"]
 
