@@ -453,18 +453,8 @@ class TurnTaker:
             # is the turn's. The turn ends where the guess's audio ended: what came after is
             # the same pause as far as the detector could tell, and stays available as the
             # next utterance's pre-roll, in case a soft onset hid in it.
-            self._guess = None
             self._last_end = guess.end
-            segment = _Segment(start, guess.end, now, endpointing_ms, guess.job)
-            segment.eot_model_ms = eot_model_ms
-            self._segments.append(segment)
-            if guess.job in self._guess_results:
-                segment.text, segment.compute_ms, segment.done_at = self._guess_results.pop(
-                    guess.job
-                )
-            elif guess.job in self._guess_errors:
-                segment.text, segment.error = "", self._guess_errors.pop(guess.job)
-                segment.done_at = now
+            self._keep_guess(start, now, endpointing_ms).eot_model_ms = eot_model_ms
             return actions
         actions.extend(self._drop_guess())
         job = next(self._jobs)
@@ -592,15 +582,22 @@ class TurnTaker:
     def _split_at_guess(self, guess: _Guess, now: float) -> None:
         """Keep the guess's range as a piece of the turn under way (see ``split_after_s``)."""
         assert self._utterance is not None
-        self._guess = None
-        segment = _Segment(self._utterance, guess.end, now, None, guess.job)
+        self._keep_guess(self._utterance, now, None)
+        self._utterance = self._last_end = guess.end
+
+    def _keep_guess(self, start: int, now: float, endpointing_ms: float | None) -> _Segment:
+        """The guess's job becomes the transcription of ``[start, guess.end)``, with its result
+        (or failure) if it already came."""
+        guess, self._guess = self._guess, None
+        assert guess is not None
+        segment = _Segment(start, guess.end, now, endpointing_ms, guess.job)
         if guess.job in self._guess_results:
             segment.text, segment.compute_ms, segment.done_at = self._guess_results.pop(guess.job)
         elif guess.job in self._guess_errors:
             segment.text, segment.error = "", self._guess_errors.pop(guess.job)
             segment.done_at = now
         self._segments.append(segment)
-        self._utterance = self._last_end = guess.end
+        return segment
 
     def _drop_guess(self) -> list[TurnAction]:
         guess, self._guess = self._guess, None
