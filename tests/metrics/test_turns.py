@@ -65,6 +65,14 @@ def test_turns_are_numbered_from_one_and_the_greeting_is_named() -> None:
     assert math.isnan(greeting["voice_to_voice_ms"]) and math.isnan(greeting["stt_ms"])
 
 
+def test_a_drafted_reply_says_how_far_ahead_it_was_prepared() -> None:
+    s = conversation()
+    stage(s, 3300, 5, "draft", 180.0)
+    table = turn_breakdown(s.timeline)
+    assert table.iloc[1]["drafted_ms"] == pytest.approx(180)
+    assert math.isnan(table.iloc[0]["drafted_ms"]) and math.isnan(table.iloc[2]["drafted_ms"])
+
+
 def test_voice_to_voice_is_split_into_nested_stages_and_the_rest_is_network() -> None:
     row = turn_breakdown(conversation().timeline).iloc[1]
     assert row["voice_to_voice_ms"] == pytest.approx(700)  # speech end 3000 → audio 3700

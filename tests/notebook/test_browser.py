@@ -342,6 +342,19 @@ def test_speaking_over_a_long_reply_cuts_it_and_the_next_turn_runs_a_tool(
         parts,
         browser.kernel_json(f"[t for t in panel.turns if t['event_id'] == {answer_turn}]"),
     )
+    # Whether the reply was drafted in the pause depends on the machine's speed; the row says
+    # so exactly when the server reported it (its draft stage), with how far ahead.
+    drafted = browser.kernel_json(
+        f"[t['drafted_ms'] for t in panel.turns if t['event_id'] == {answer_turn}][0]"
+    )
+    flag = row.locator(".sagelab-drafted")
+    if drafted is None:
+        assert flag.count() == 0
+    else:
+        flag.wait_for(timeout=10_000)
+        assert flag.text_content() == "drafted"
+        ms = math.floor(drafted + 0.5)  # as the page rounds (Math.round)
+        assert (flag.get_attribute("title") or "").startswith(f"{ms} ms ahead"), drafted
 
     page.wait_for_function(
         "() => document.querySelector('.sagelab-panel .sagelab-status').textContent"

@@ -755,6 +755,7 @@ class ConversationPanel(anywidget.AnyWidget):
                     "user_text": r["user_text"] or "",
                     "voice_to_voice_ms": _finite(r["voice_to_voice_ms"]),
                     "parts": {p: _finite(r[f"{p}_ms"]) for p in STAGE_PARTS},
+                    "drafted_ms": _finite(r["drafted_ms"]),
                     "heard_ms": _finite((start - speech_end) / 1e6),
                     "underruns": int(player["underruns"]) if player else None,
                     "interrupted": bool(r["interrupted"]),

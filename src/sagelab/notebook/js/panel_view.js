@@ -235,6 +235,9 @@ function render({ model, el }) {
             }),
           );
         }
+        if (typeof turn.drafted_ms === "number") {
+          flags.push(h("span", { class: "sagelab-flag sagelab-drafted", text: "drafted", title: `${formatMs(turn.drafted_ms)} ahead: ${help.drafted_ms}` }));
+        }
         if (turn.tools.length) flags.push(h("span", { class: "sagelab-flag", text: turn.tools.join(", "), title: "tools called" }));
         if (turn.underruns) flags.push(h("span", { class: "sagelab-flag sagelab-warn", text: `${turn.underruns} underrun${turn.underruns > 1 ? "s" : ""}`, title: "the player ran dry mid-turn" }));
         return h("tr", { "data-event-id": turn.event_id, class: turn.interrupted ? "sagelab-interrupted" : "" }, [
