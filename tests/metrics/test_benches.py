@@ -75,12 +75,20 @@ async def test_pipeline_bench_reports_the_metrics_of_its_turns(
 async def test_pipeline_bench_draws_its_figures_from_the_same_tables(
     server: SagelabServer, tmp_path: Path
 ) -> None:
-    script = {"agent": "scripted", "turns": [{"audio": str(SPEECH / "goforward.wav"), "text": "x"}]}
+    # The conversation names another agent; ``agent_id`` sends the same turns to scripted.
+    script = {"agent": "nobody", "turns": [{"audio": str(SPEECH / "goforward.wav"), "text": "x"}]}
     path = tmp_path / "conversation.yaml"
     path.write_text(yaml.safe_dump(script))
     report = await run_pipeline_bench(
-        server.http_url, path, runs=1, max_sessions=2, budget_p95_ms=10_000, plots_dir=tmp_path
+        server.http_url,
+        path,
+        runs=1,
+        max_sessions=2,
+        budget_p95_ms=10_000,
+        plots_dir=tmp_path,
+        agent_id="scripted",
     )
+    assert report["agent_id"] == "scripted" and report["single"]["errors"] == []
     assert [step["sessions"] for step in report["capacity"]["steps"]] == [1, 2]
     assert report["capacity"]["max_sessions_within_budget"] == 2
     assert sorted(Path(p).name for p in report["plots"]) == [

@@ -283,13 +283,16 @@ async def run_pipeline_bench(
     on_progress: Callable[[str], None] | None = None,
     plots_dir: Path | None = None,
     chunk_ms: int = 100,
+    agent_id: str | None = None,
 ) -> dict[str, Any]:
     """Single-session runs, then the capacity search; ``plots_dir`` gets the latency CDF of
     the single runs and stutter against concurrent sessions, drawn from the same tables.
 
     ``chunk_ms`` is the client's audio chunk: the server hears nothing of a chunk until all of
-    it has arrived, so it is also the floor under interruption latency."""
-    agent_id, turns = load_conversation(conversation)
+    it has arrived, so it is also the floor under interruption latency. ``agent_id`` talks to
+    another agent than the one the conversation names (the same turns, e.g. the LLM brain)."""
+    named, turns = load_conversation(conversation)
+    agent_id = agent_id or named
     single: list[RunResult] = []
     for i in range(runs):
         single.append(await run_conversation(url, agent_id, turns, chunk_ms))

@@ -147,14 +147,19 @@ def bench_pipeline(
     chunk_ms: Annotated[
         int, typer.Option(min=10, max=500, help="Client audio chunk (ms): 250 is the Python SDK's")
     ] = 100,
+    agent: Annotated[
+        str | None,
+        typer.Option(help="Agent to talk to (default: the conversation's, audio-sage)"),
+    ] = None,
 ) -> None:
     """The demo conversation with audio-sage: voice-to-voice, stages, interruption, capacity."""
-    from sagelab.bench.pipeline import run_pipeline_bench
+    from sagelab.bench.pipeline import load_conversation, run_pipeline_bench
     from sagelab.bench.serverproc import ServerProcess
 
     path = conversation or data_dir() / "demo" / "conversation.yaml"
+    agent_id = agent or load_conversation(path)[0]
     if url is None:
-        require_agents(["audio-sage"])
+        require_agents([agent_id])
     if plots is not None:
         require("metrics", needed_for="--plots")
 
@@ -166,12 +171,12 @@ def bench_pipeline(
         return asyncio.run(
             run_pipeline_bench(
                 base, path, runs=runs, budget_p95_ms=budget_ms, max_sessions=max_sessions,
-                on_progress=progress, plots_dir=plots, chunk_ms=chunk_ms,
+                on_progress=progress, plots_dir=plots, chunk_ms=chunk_ms, agent_id=agent_id,
             )
         )  # fmt: skip
 
     if url is None:
-        with ServerProcess(store_path=str(tmp_store()), agents=["audio-sage"]) as srv:
+        with ServerProcess(store_path=str(tmp_store()), agents=[agent_id]) as srv:
             report = run(srv.http_url)
     else:
         report = run(url)
@@ -179,7 +184,7 @@ def bench_pipeline(
         print(json.dumps(report))
         return
     single = report["single"]
-    table = Table(title=f"pipeline: {report['runs']} runs of the demo conversation")
+    table = Table(title=f"pipeline: {report['runs']} runs of the conversation with {agent_id}")
     table.add_column("metric")
     for col in ("p50", "p95", "p99", "n"):
         table.add_column(col, justify="right")
