@@ -48,7 +48,6 @@ MODULE_TIERS = {
     "notebook/test_notebooks.py": "model",  # audio_sage_url
     "notebook/test_browser.py": "browser",
     "notebook/test_audio_js.py": "browser",
-    "notebook/test_player_delivery_js.py": "browser",
     "loadtest/test_locust.py": "load",
     "bench/test_network_bench.py": "slow",
     "bench/test_transport_bench.py": "slow",

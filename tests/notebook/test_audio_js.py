@@ -1,20 +1,22 @@
 """The widgets' audio code in a real browser page, without Jupyter: the microphone worklet's
-resampler, and the player's underrun reports against ``sagelab.metrics``' playout model on the
-same chunk arrivals (stutter injected on a known schedule)."""
+resampler, the player's underrun reports against ``sagelab.metrics``' playout model on the
+same chunk arrivals (stutter injected on a known schedule), and the player's end report of
+when each chunk reached it (``sagelab.metrics.delivered_chunk_table``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
-from sagelab.metrics import player_playout, playout
+from sagelab.metrics import delivered_chunk_table, player_playout, playout
 from sagelab.notebook.assets import source
-from sagelab.notebook.messages import ClockSync, parse_player_events
+from sagelab.notebook.messages import MAX_ARRIVALS, ClockSync, parse_player_events
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -72,22 +74,26 @@ def test_resampler_removes_what_would_alias(page: Page) -> None:
     assert np.sqrt(np.mean(out[400:-400] ** 2)) < 1e-3 * (0.5 / np.sqrt(2))  # below -60 dB
 
 
-def test_player_underruns_agree_with_the_playout_model(page: Page) -> None:
-    jitter_ms = 80
-    # 40 chunks of 100 ms, paced in real time, with two stalls: +300 ms before chunk 8 and
-    # +250 ms more before chunk 20 (as a congested network would deliver them).
-    schedule = [k * 100 + (300 if k >= 8 else 0) + (250 if k >= 20 else 0) for k in range(40)]
-    result = page.evaluate(
-        """async ([schedule, jitterMs]) => {
-            const player = new PcmPlayer({ jitterMs, endAfterMs: 400 });
+def records(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The player's reports as the kernel reads them (the page's clock is the kernel's here)."""
+    clock = ClockSync()
+    clock.add(0, 0.0, 0)
+    return [e.record() for e in parse_player_events({"events": reports}, clock)]
+
+
+def play_on_schedule(
+    page: Page, schedule: list[int], chunk: list[int], jitter_ms: int, end_after_ms: int
+) -> dict[str, Any]:
+    """Push ``chunk`` (PCM16 samples) into a fresh player at ``schedule`` (ms), as turn 1,
+    until it reports the turn's end; the page's arrival times and the player's reports."""
+    result: dict[str, Any] = page.evaluate(
+        """async ([schedule, samples, jitterMs, endAfterMs]) => {
+            const player = new PcmPlayer({ jitterMs, endAfterMs });
             const reports = [];
             player.onReport = (e) => reports.push(e);
             player.ensureContext();
             await player.context.resume();
-            const chunk = new Int16Array(1600);
-            for (let i = 0; i < chunk.length; i++) {
-                chunk[i] = Math.round(8000 * Math.sin((2 * Math.PI * 440 * i) / 16000));
-            }
+            const chunk = Int16Array.from(samples);
             const arrivals = [];
             const t0 = performance.now() + 50;
             for (const at of schedule) {
@@ -99,10 +105,21 @@ def test_player_underruns_agree_with_the_playout_model(page: Page) -> None:
             while (!reports.some((r) => r.kind === "end")) {
                 await new Promise((r) => setTimeout(r, 50));
             }
+            await player.close();
             return { arrivals, reports };
         }""",
-        [schedule, jitter_ms],
+        [schedule, chunk, jitter_ms, end_after_ms],
     )
+    return result
+
+
+def test_player_underruns_agree_with_the_playout_model(page: Page) -> None:
+    jitter_ms = 80
+    # 40 chunks of 100 ms, paced in real time, with two stalls: +300 ms before chunk 8 and
+    # +250 ms more before chunk 20 (as a congested network would deliver them).
+    schedule = [k * 100 + (300 if k >= 8 else 0) + (250 if k >= 20 else 0) for k in range(40)]
+    sine = np.rint(8000 * np.sin(2 * np.pi * 440 * np.arange(1600) / 16000)).astype(int)
+    result = play_on_schedule(page, schedule, sine.tolist(), jitter_ms, end_after_ms=400)
     chunks = pd.DataFrame(
         {
             "event_id": 1,
@@ -111,9 +128,7 @@ def test_player_underruns_agree_with_the_playout_model(page: Page) -> None:
         }
     )
     model = playout(chunks, jitter_buffer_ms=jitter_ms)
-    clock = ClockSync()
-    clock.add(0, 0.0, 0)  # the page's clock is the timeline's clock here
-    reports = [e.record() for e in parse_player_events({"events": result["reports"]}, clock)]
+    reports = records(result["reports"])
     heard = player_playout(reports)
 
     assert model.underrun_count >= 2  # the two stalls, and any the machine's timers added
@@ -124,6 +139,53 @@ def test_player_underruns_agree_with_the_playout_model(page: Page) -> None:
     assert heard.audio_ms == pytest.approx(4000, abs=1)  # every chunk played, none flushed
     start = next(r for r in reports if r["type"] == "playback_start")
     assert start["t_ns"] - chunks["t_ns"].iloc[0] >= jitter_ms * 1e6 * 0.9
+
+
+def test_the_end_report_lists_the_chunks_as_they_arrived(page: Page) -> None:
+    jitter_ms = 80
+    # 100 ms chunks in real time, the fourth 350 ms late: one underrun.
+    schedule = [0, 100, 200, 650, 750, 850]
+    result = play_on_schedule(page, schedule, [3000] * 1600, jitter_ms, end_after_ms=300)
+    rows = records(result["reports"])
+    end = next(r for r in rows if r["type"] == "playback_end")
+    assert end["arrivals_ms"] == pytest.approx(result["arrivals"], abs=1.0)
+    assert end["durations_ms"] == [100.0] * len(schedule)
+    assert end["arrivals_left_off"] == 0 and not end["flushed"]
+
+    delivered = playout(delivered_chunk_table(rows), jitter_buffer_ms=jitter_ms)
+    heard = player_playout(rows)
+    assert delivered.underrun_count >= 1  # the late chunk, and any the machine's timers added
+    assert abs(heard.underrun_count - delivered.underrun_count) <= 1
+    assert delivered.audio_ms == pytest.approx(heard.audio_ms, abs=1)
+
+
+def test_a_flushed_turn_lists_what_came_before_the_flush_up_to_the_cap(page: Page) -> None:
+    result = page.evaluate(
+        """async (count) => {
+            const player = new PcmPlayer({ jitterMs: 50 });
+            const reports = [];
+            player.onReport = (e) => reports.push(e);
+            player.ensureContext();
+            await player.context.resume();
+            const chunk = new Int16Array(16).fill(1000); // 1 ms
+            for (let i = 0; i < count; i++) player.push(4, chunk);
+            const before = performance.now();
+            player.flush(4);
+            const after = performance.now();
+            player.push(4, chunk); // stale: dropped, not listed
+            await player.close();
+            return { before, after, reports };
+        }""",
+        MAX_ARRIVALS + 3,
+    )
+    [end] = [r for r in records(result["reports"]) if r["type"] == "playback_end"]
+    assert end["flushed"]
+    assert len(end["arrivals_ms"]) == len(end["durations_ms"]) == MAX_ARRIVALS
+    assert end["arrivals_left_off"] == 3
+    assert result["before"] <= end["interrupted_ms"] <= result["after"]
+    table = delivered_chunk_table([end])
+    assert len(table) == MAX_ARRIVALS and table.attrs["chunks_left_off"] == 3
+    assert table["interrupted_ns"].iloc[0] == pytest.approx(end["interrupted_ms"] * 1e6)
 
 
 def test_flush_stops_playback_and_drops_the_rest_of_the_turn(page: Page) -> None:
