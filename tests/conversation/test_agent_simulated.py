@@ -24,12 +24,14 @@ from sagelab.agents.base import ResolvedAgent
 from sagelab.agents.local.brains.echo import EchoBrain
 from sagelab.agents.local.endofturn import EndOfTurnPolicy
 from sagelab.agents.local.pipeline import LocalAgent
+from sagelab.agents.local.vad import VadTurnDetector
 from sagelab.agents.turns import EnergyTurnDetector
 from sagelab.config import load_config
 from sagelab.conversation.fakes import (
     FakeEndOfTurn,
     FakeSTT,
     FakeTTS,
+    LevelVad,
     MarkedSpeech,
     heard_units,
 )
@@ -77,11 +79,14 @@ def converse(
     policy: EndOfTurnPolicy | None = None,
     eot: FakeEndOfTurn | None = None,
     ask_ahead_ms: float = 0.0,
+    hinting: bool = False,
 ) -> list[Frame]:
     """Stream ``speech`` to a local agent in simulated real time; the frames the client got.
 
     With a model ``policy``, ``eot`` answers the end-of-turn questions after its ``delay_s``
     and the detector waits the policy's ``max_silence_ms`` (as ``factory.create`` builds it).
+    ``hinting`` uses the Silero turn detector (on ``LevelVad``), whose early hint of a voice
+    makes barge-in provisional, instead of the energy detector.
     """
     config = load_config(None, env={}, port=0, ping_interval_s=1.0)
     delays = itertools.cycle(stt_delays)
@@ -99,9 +104,14 @@ def converse(
     async def main() -> list[Frame]:
         transport = SimClient()
         conv = _conversation(transport, config)
+        detector: Any = (
+            VadTurnDetector(vad=LevelVad(), end_silence_ms=wait)  # type: ignore[arg-type]
+            if hinting
+            else EnergyTurnDetector(silence_ms=wait)
+        )
         agent = LocalAgent(
             conv,
-            detector=EnergyTurnDetector(silence_ms=wait),
+            detector=detector,
             stt=stt,
             tts=tts,
             brain=EchoBrain(prefix="Heard "),
@@ -291,3 +301,84 @@ def test_the_model_answers_sooner_than_the_silence_fallback() -> None:
     # Sure: 200 ms + 30 ms of model; unsure: the 800 ms fallback (plus the same TTS time).
     assert sure - speech_end < 0.45
     assert unsure - sure == pytest.approx(0.57, abs=0.05)
+
+
+# -- barge-in on the detector's hint ---------------------------------------------------------
+
+
+def said_before_any_request(frames: list[Frame]) -> str:
+    """What the agent said, as the client's transcript has it (each reply corrected to what
+    was heard), before the user's first transcript."""
+    first_request = next((f.t for f in frames if f.kind == "user_transcript"), float("inf"))
+    words: list[str] = []
+    for eid in dict.fromkeys(f.event_id for f in frames if f.kind == "agent_response"):
+        mine = [f for f in frames if f.event_id == eid]
+        if mine[0].t > first_request:
+            break
+        corrections = [f.data[1] for f in mine if f.kind == "correction"]
+        text = (
+            corrections[-1]
+            if corrections
+            else " ".join(f.data for f in mine if f.kind == "agent_response")
+        )
+        words.extend(text.split())
+    return " ".join(words)
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("chunk_ms", [20, 100, 250])
+def test_a_click_stops_the_greeting_at_once_and_the_rest_is_said(chunk_ms: int) -> None:
+    speech = MarkedSpeech().add_silence(1500).add_click(20).add_silence(6000)
+    frames = converse(speech, chunk_ms, [0.2], hinting=True)
+    check_invariants(speech, frames)
+    assert not [f for f in frames if f.kind == "user_transcript"]
+    assert said_before_any_request(frames) == GREETING  # nothing lost, nothing said twice
+    cuts = [f for f in frames if f.kind == "interruption"]
+    if chunk_ms == 250:
+        # The click and the quiet after it arrive in one chunk: known for what it is at once.
+        assert not cuts
+        return
+    cut = cuts[0]
+    assert cut.t - 1.5 <= chunk_ms / 1000 + 0.04  # the chunk holding the click, + a window
+    responses = [f for f in frames if f.kind == "agent_response"]
+    assert len(responses) == 2 and responses[1].event_id > cut.event_id
+    resumed = [f for f in frames if f.kind == "audio" and f.event_id == responses[1].event_id]
+    assert resumed and resumed[0].t - cut.t < 0.6
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("chunk_ms", [20, 100])
+def test_speech_over_the_greeting_is_cut_on_the_hint_and_not_resumed(chunk_ms: int) -> None:
+    speech = MarkedSpeech().add_silence(1500).add_speech(1200).add_silence(2500)
+    frames = converse(speech, chunk_ms, [0.2], hinting=True)
+    check_invariants(speech, frames)
+    cut = next(f for f in frames if f.kind == "interruption")
+    # The first window that is mostly speech is enough (LevelVad: 0.95 x its share).
+    assert cut.t - 1.5 <= chunk_ms / 1000 + 0.035
+    responses = [f.data for f in frames if f.kind == "agent_response"]
+    assert len(responses) == 2 and responses[1].startswith("Heard ")  # the echo, no resume
+
+
+@pytest.mark.timeout(900)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    speech=speech_patterns(),
+    clicks=st.lists(st.tuples(st.integers(0, 8000), st.integers(5, 120)), max_size=3),
+    chunk_ms=st.integers(10, 500),
+    stt_delays=st.lists(st.floats(0.0, 1.5), min_size=1, max_size=4),
+)
+def test_with_provisional_barge_in_the_agent_loses_nothing(
+    speech: MarkedSpeech, clicks: list[tuple[int, int]], chunk_ms: int, stt_delays: list[float]
+) -> None:
+    # Clicks anywhere (over the agent, in the user's pauses, next to speech) add hints that
+    # are withdrawn; speech adds hints that are confirmed. The user's speech is still
+    # transcribed once and in order, and the protocol holds.
+    pcm = speech.pcm.copy()
+    for at_ms, ms in clicks:
+        start = at_ms * 16
+        segment = pcm[start : start + ms * 16]
+        segment[segment == 0] = -1000  # over silence only: the marks stay readable
+    clicked = MarkedSpeech(
+        parts=[pcm], units=speech.units, samples=speech.samples, speech_ranges=speech.speech_ranges
+    )
+    check_invariants(clicked, converse(clicked, chunk_ms, stt_delays, hinting=True))

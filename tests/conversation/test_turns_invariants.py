@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -19,10 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sagelab.agents.local.endofturn import EndOfTurnPolicy
+from sagelab.agents.local.vad import VadTurnDetector
 from sagelab.agents.turns import EnergyTurnDetector
 from sagelab.conversation.fakes import (
     FakeEndOfTurn,
     FakeSTT,
+    LevelVad,
     MarkedSpeech,
     heard_units,
     last_unit,
@@ -31,6 +33,7 @@ from sagelab.conversation.turns import (
     BargeIn,
     CancelEndOfTurn,
     CancelTranscription,
+    FalseBargeIn,
     PredictEndOfTurn,
     Transcribe,
     TurnTaker,
@@ -49,6 +52,7 @@ class Outcome:
     cancelled: int
     questions: int = 0
     questions_cancelled: int = 0
+    barge_log: list[str] = field(default_factory=list)  # "hint", "false", "speech", in order
 
 
 def simulate(
@@ -64,13 +68,18 @@ def simulate(
     ask_ahead_ms: float = 0.0,
     model_patience_ms: float | None = None,
     split_after_s: float | None = None,
+    hinting: bool = False,
 ) -> Outcome:
     """Stream ``speech`` in ``chunk_ms`` chunks in simulated real time; each transcription job
     takes the next delay from ``stt_delays`` (cycled). With a model ``policy``, the detector
     waits the policy's ``max_silence_ms`` and ``eot`` answers each question after the next
     delay from ``eot_delays``."""
     wait = SILENCE_MS if policy is None or not policy.uses_model else policy.max_silence_ms
-    detector = EnergyTurnDetector(silence_ms=int(wait), min_speech_ms=60)
+    detector: EnergyTurnDetector | VadTurnDetector = (
+        VadTurnDetector(vad=LevelVad(), end_silence_ms=wait)  # type: ignore[arg-type]
+        if hinting
+        else EnergyTurnDetector(silence_ms=int(wait), min_speech_ms=60)
+    )
     taker = TurnTaker(
         detector,
         speculate_after_ms=speculate_after_ms,
@@ -109,7 +118,10 @@ def simulate(
             elif isinstance(action, CancelEndOfTurn):
                 outcome.questions_cancelled += 1
             elif isinstance(action, BargeIn):
-                outcome.barge_ins += 1
+                outcome.barge_ins += not action.provisional
+                outcome.barge_log.append("hint" if action.provisional else "speech")
+            elif isinstance(action, FalseBargeIn):
+                outcome.barge_log.append("false")
             elif isinstance(action, UserTurn):
                 outcome.turns.append(action)
 
@@ -504,3 +516,43 @@ def test_an_answer_outside_zero_one_is_refused() -> None:
     taker = TurnTaker(EnergyTurnDetector(silence_ms=800), end_of_turn=SMART)
     with pytest.raises(ValueError, match="probability"):
         taker.end_of_turn(1, 1.5, 0.0)
+
+
+@pytest.mark.fast
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    speech=st.builds(
+        lambda parts: _pattern(parts),
+        st.lists(st.tuples(st.integers(150, 3000), st.integers(30, 2000)), min_size=1, max_size=4),
+    ),
+    clicks=st.lists(st.tuples(st.integers(0, 9000), st.integers(5, 150)), max_size=4),
+    chunk_ms=st.integers(10, 500),
+    stt_delays=st.lists(st.floats(0.0, 1.5), min_size=1, max_size=3),
+)
+def test_every_hint_is_confirmed_or_withdrawn_and_nothing_is_lost(
+    speech: MarkedSpeech, clicks: list[tuple[int, int]], chunk_ms: int, stt_delays: list[float]
+) -> None:
+    pcm = speech.pcm.copy()
+    for at_ms, ms in clicks:
+        segment = pcm[at_ms * 16 : (at_ms + ms) * 16]
+        segment[segment == 0] = -1000  # a click over silence; the speech marks stay
+    clicked = MarkedSpeech([pcm], speech.units, speech.samples, speech.speech_ranges)
+    outcome = simulate(clicked, chunk_ms, stt_delays, hinting=True)
+    assert_lossless(clicked, outcome)
+    # A provisional barge-in is answered by exactly one verdict before the next one: a
+    # withdrawal, or the confirmed barge-in of the utterance it announced.
+    open_hint = False
+    for entry in outcome.barge_log:
+        if entry == "hint":
+            assert not open_hint, outcome.barge_log
+        elif entry == "false":
+            assert open_hint, outcome.barge_log
+        open_hint = entry == "hint"
+    assert not open_hint  # the stream ends in silence: every hint has its answer
+
+
+def _pattern(parts: list[tuple[int, int]]) -> MarkedSpeech:
+    speech = MarkedSpeech().add_silence(600)
+    for talk, pause in parts:
+        speech.add_speech(talk).add_silence(pause)
+    return speech.add_silence(1500)

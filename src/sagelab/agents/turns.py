@@ -61,6 +61,11 @@ class EnergyTurnDetector:
         """While speaking: the sample where the current run of silence began, else None."""
         return self._run_start if self._speaking and self._quiet_run else None
 
+    @property
+    def voice_at(self) -> int | None:
+        """Energy gives no earlier hint of speech than its own onset: always None."""
+        return None
+
     def reset(self) -> None:
         self._speaking = False
         self._loud_run = self._quiet_run = 0

@@ -62,9 +62,31 @@ class MarkedSpeech:
         self.samples += n_units * UNIT
         return self
 
+    def add_click(self, ms: float) -> MarkedSpeech:
+        """A loud burst that is not speech (a click, a knock): no unit, nothing to transcribe,
+        but a detector hears it."""
+        n = int(ms * SAMPLE_RATE / 1000)
+        self.parts.append(np.full(n, -_BASE, dtype=np.int16))
+        self.samples += n
+        return self
+
     @property
     def pcm(self) -> np.ndarray:
         return np.concatenate(self.parts) if self.parts else np.zeros(0, dtype=np.int16)
+
+
+class LevelVad:
+    """Silero's interface (``reset``, ``probabilities`` per 512-sample window) scoring how
+    much of each window is loud: a window half into speech scores about 0.47, as Silero's
+    probability rises over a word's first windows. For ``VadTurnDetector`` on
+    ``MarkedSpeech``, where the real model would hear no voice."""
+
+    def reset(self) -> None:
+        pass
+
+    def probabilities(self, pcm: np.ndarray) -> np.ndarray:
+        windows = np.abs(pcm.astype(np.int32)).reshape(-1, 512)
+        return (0.95 * (windows >= _BASE).mean(axis=1)).astype(np.float32)
 
 
 def describe_units(pcm: np.ndarray) -> str:

@@ -54,7 +54,7 @@ A speculative transcript that lands while its pause is still open, with nothing 
 pending, is offered as a ``Draft``: if the pause ends the turn, that text is the turn's. The
 caller may prepare its reply meanwhile, saying nothing until the ``UserTurn`` with the same
 ``job`` confirms it; a ``CancelTranscription`` of that job, a ``UserTurn`` of it that is not
-final (the pause became a cut in a long turn) or a ``BargeIn`` withdraws it.
+final (the pause became a cut in a long turn) or a confirmed ``BargeIn`` withdraws it.
 The turn-taker itself does nothing differently for a draft.
 """
 
@@ -79,6 +79,7 @@ __all__ = [
     "CancelEndOfTurn",
     "CancelTranscription",
     "Draft",
+    "FalseBargeIn",
     "PredictEndOfTurn",
     "SpeechDetector",
     "Transcribe",
@@ -97,6 +98,12 @@ class SpeechDetector(Protocol):
     @property
     def silence_start(self) -> int | None:
         """While speaking: where the current pause began; else None."""
+        ...
+
+    @property
+    def voice_at(self) -> int | None:
+        """While not speaking: where speech may be starting, before the detector confirms
+        it (an early hint for barge-in); None when there is no such hint."""
         ...
 
 
@@ -130,7 +137,7 @@ class Draft:
     The caller may prepare its reply now, while the end of turn is still being decided, as
     long as nothing of it reaches the user: the final ``UserTurn`` confirms the draft; a
     ``CancelTranscription`` of ``job`` or a ``UserTurn`` of it with ``final=False`` (the user
-    went on) or a ``BargeIn`` withdraws it.
+    went on) or a confirmed ``BargeIn`` withdraws it.
     """
 
     job: int
@@ -165,7 +172,22 @@ class CancelEndOfTurn:
 
 @dataclass(frozen=True)
 class BargeIn:
-    """The user started talking: whatever the agent is saying must stop."""
+    """The user started talking: whatever the agent is saying must stop.
+
+    ``provisional``: only the detector's early hint (``voice_at``) says so, a window or two
+    into what may be speech. Cut what is playing, nothing more: a ``FalseBargeIn`` follows
+    if the hint fades without speech (what was cut may go on), a confirmed ``BargeIn`` if it
+    was speech (then drop the rest as for any barge-in).
+    """
+
+    sample: int
+    provisional: bool = False
+
+
+@dataclass(frozen=True)
+class FalseBargeIn:
+    """The hint a provisional ``BargeIn`` acted on faded without becoming speech (a click, a
+    breath): what it cut may go on. ``sample`` is the hint's, as in that ``BargeIn``."""
 
     sample: int
 
@@ -213,6 +235,7 @@ TurnAction = (
     | PredictEndOfTurn
     | CancelEndOfTurn
     | BargeIn
+    | FalseBargeIn
     | UserTurn
     | TranscriptionFailed
 )
@@ -325,6 +348,9 @@ class TurnTaker:
         # longer, still counts the user as speaking: speech before that wait is over is a new
         # utterance that the detector will not announce with a ``speech_start``.
         self._ended_in: int | None = None
+        # The detector's hint a provisional ``BargeIn`` was sent for, until it is confirmed
+        # or withdrawn.
+        self._hinted: int | None = None
 
     # -- state for adapters and tests ----------------------------------------------------
 
@@ -371,6 +397,7 @@ class TurnTaker:
                 actions.extend(self._end_utterance(end, now, max(0.0, endpointing), event.sample))
         if self._ended_in is not None and self.detector.silence_start != self._ended_in:
             actions.extend(self._resume())
+        actions.extend(self._follow_hint())
         if self._utterance is not None and self._fed - self._utterance > self._max:
             # A monologue longer than the limit is transcribed in pieces rather than held.
             actions.extend(self._drop_guess())
@@ -472,6 +499,23 @@ class TurnTaker:
         actions = self._drop_guess()
         actions.append(BargeIn(self._fed))
         return actions
+
+    def _follow_hint(self) -> list[TurnAction]:
+        """A provisional ``BargeIn`` when the detector hints at speech, and a ``FalseBargeIn``
+        when the hint fades before any utterance starts."""
+        if self._utterance is not None:
+            self._hinted = None  # confirmed (an onset, or speech resumed in an ended pause)
+            return []
+        hint = self.detector.voice_at
+        if self._hinted is None:
+            if hint is None:
+                return []
+            self._hinted = hint
+            return [BargeIn(hint, provisional=True)]
+        if hint is None:
+            sample, self._hinted = self._hinted, None
+            return [FalseBargeIn(sample)]
+        return []
 
     def _consult_policy(self, now: float) -> list[TurnAction]:
         """Ask the model, or end the turn, as the policy says for the current pause."""

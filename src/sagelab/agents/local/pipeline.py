@@ -6,6 +6,13 @@ cores instead of fighting over them. A reply streams: the brain's text is cut in
 and the first sentence is synthesised and playing while the brain and TTS produce the rest.
 User speech while the agent talks cancels the reply task; the conversation core drops queued
 audio and tells the client what was actually heard.
+
+Barge-in in two steps, so that the agent stops within a chunk of the user's first syllable
+without a click or a breath costing it its reply: the detector's first hint of a voice
+(``BargeIn(provisional=True)``) cuts what is playing at once, and nothing else; if the hint
+becomes speech, the confirmed ``BargeIn`` drops the reply as before; if it fades
+(``FalseBargeIn``), the agent says the rest of the cut reply, from the first word the user
+had not heard, as a new turn.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from sagelab.conversation.turns import (
     CancelEndOfTurn,
     CancelTranscription,
     Draft,
+    FalseBargeIn,
     PredictEndOfTurn,
     Transcribe,
     TranscriptionFailed,
@@ -46,6 +54,15 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16_000
 ModelRunner = Callable[..., Awaitable[Any]]
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+@dataclass
+class _Held:
+    """A reply cut on a provisional barge-in: what was heard of it, and all its sentences so
+    far (the list the reply task still appends to), to say the rest if it was no one."""
+
+    interrupted: Interrupted
+    sentences: list[str]
 
 
 @dataclass
@@ -136,6 +153,11 @@ class LocalAgent(Agent):
         self._actions = asyncio.Lock()
         self.draft_replies = draft_replies
         self._draft: _Drafted | None = None
+        # The sentences of the latest replies, by turn (the reply task appends as it goes).
+        self._said: dict[AgentTurn, list[str]] = {}
+        self._held: _Held | None = None
+        # Of a reply resumed after a false barge-in: the words heard before the cut.
+        self._heard_before = ""
 
     # -- Agent interface -------------------------------------------------------------------
 
@@ -145,7 +167,8 @@ class LocalAgent(Agent):
             turn = self.ctx.begin_turn()
             self.history.append(ChatMessage("assistant", greeting))
             self._history_reply = turn.event_id
-            self._replies.start(self._speak(turn, _single(greeting)), turn.event_id)
+            spoken = self._saying(turn)
+            self._replies.start(self._speak(turn, _single(greeting), spoken), turn.event_id)
 
     async def on_audio(self, pcm: np.ndarray) -> None:
         actions = self.turns.audio(pcm, _now())
@@ -201,8 +224,12 @@ class LocalAgent(Agent):
                             await self._drop_draft(action.job)
                     case Draft():
                         await self._start_draft(action)
+                    case BargeIn(provisional=True):
+                        await self._pause()
                     case BargeIn():
                         await self._barge_in()
+                    case FalseBargeIn():
+                        await self._resume()
                     case TranscriptionFailed():
                         await self.ctx.fail(
                             "asr_transcription_error", f"speech-to-text failed: {action.message}"
@@ -304,10 +331,49 @@ class LocalAgent(Agent):
     async def _barge_in(self) -> None:
         """The user talks: cut what the agent is saying, stop producing more, and keep in the
         history only what the user actually heard of the reply."""
+        held, self._held = self._held, None
         await self._drop_draft()
         interrupted = await self.ctx.interrupt()
+        if interrupted is None and held is not None:
+            interrupted = held.interrupted  # cut already, on the hint this confirms
         await self._replies.cancel()
         self._keep_heard(interrupted)
+
+    async def _pause(self) -> None:
+        """The detector hints at the user's voice: stop what is playing now. The reply goes on
+        being produced (into a turn no one hears) until the hint is confirmed or withdrawn."""
+        if self._held is not None:
+            return
+        interrupted = await self.ctx.interrupt()
+        if interrupted is None:
+            return  # nothing was playing: there is nothing to cut or to resume
+        sentences = next(
+            (said for t, said in self._said.items() if t.event_id == interrupted.event_id), []
+        )
+        self._held = _Held(interrupted, sentences)
+
+    async def _resume(self) -> None:
+        """The hint was no one talking: say the rest of the cut reply, as a new turn."""
+        held, self._held = self._held, None
+        if held is None or self._request or self._replies.event_id != held.interrupted.event_id:
+            return  # the user has said something since, or another reply took over
+        await self._replies.cancel()  # it was still producing into the cut turn
+        rest = _unheard(" ".join(held.sentences), held.interrupted.delivered)
+        if not rest:
+            return
+        turn = self.ctx.begin_turn()
+        heard_before = " ".join(p for p in (self._heard_before, held.interrupted.delivered) if p)
+        spoken = self._saying(turn)
+        self._replies.start(self._speak(turn, _single(rest), spoken), turn.event_id)
+        self._history_reply, self._heard_before = turn.event_id, heard_before
+
+    def _saying(self, turn: AgentTurn) -> list[str]:
+        """A new list of the sentences ``turn`` will say, kept for a resume (the last few)."""
+        spoken: list[str] = []
+        self._said[turn] = spoken
+        while len(self._said) > 4:
+            del self._said[next(iter(self._said))]
+        return spoken
 
     def _keep_heard(self, interrupted: Interrupted | None) -> None:
         if (
@@ -316,8 +382,9 @@ class LocalAgent(Agent):
             and self.history
             and self.history[-1].role == "assistant"
         ):
-            if interrupted.delivered:
-                self.history[-1] = ChatMessage("assistant", interrupted.delivered)
+            heard = " ".join(p for p in (self._heard_before, interrupted.delivered) if p)
+            if heard:
+                self.history[-1] = ChatMessage("assistant", heard)
             else:
                 self.history.pop()  # nothing was heard: the request is still unanswered
 
@@ -336,7 +403,7 @@ class LocalAgent(Agent):
             tools=ctx.agent.tools,
             call_tool=lambda name, params: self._call_tool(ctx, turn, name, params),
         )
-        spoken: list[str] = []
+        spoken = self._saying(turn)
         try:
             await self._speak(turn, _sentences(_timed(pieces, turn, ctx, t0)), spoken, ctx)
         except BrainError as exc:
@@ -345,7 +412,7 @@ class LocalAgent(Agent):
             reply = " ".join(spoken).strip()
             if reply:
                 self.history.append(ChatMessage("assistant", reply))
-                self._history_reply = turn.event_id
+                self._history_reply, self._heard_before = turn.event_id, ""
 
     async def _speak(
         self,
@@ -434,6 +501,13 @@ class LocalAgent(Agent):
 def _now() -> float:
     """The adapter's clock: the event loop's, so a simulated loop runs simulated time."""
     return asyncio.get_running_loop().time()
+
+
+def _unheard(text: str, heard: str) -> str:
+    """``text`` after the words of ``heard`` (whole words, as the conversation core counts
+    what was heard)."""
+    words = text.split()
+    return " ".join(words[len(heard.split()) :])
 
 
 async def _single(text: str) -> AsyncIterator[str]:

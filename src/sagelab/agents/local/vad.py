@@ -288,6 +288,16 @@ class VadTurnDetector:
     not padded, so that "samples fed minus ``speech_end.sample``" stays an honest measure of
     how long the detector waited; a caller cutting audio for speech recognition adds its own
     tail.
+
+    ``voice_at`` is the early hint a barge-in acts on: while not speaking, the first window at
+    or above ``barge_in_threshold`` (0.3) starts it, and it holds until the speech is confirmed
+    (``speech_start``) or ``barge_in_quiet_ms`` of windows below that threshold pass (then it
+    was not speech: a click, a breath, a cough too short to confirm), and at most
+    ``barge_in_hold_ms`` (a hum that never confirms is no one talking). One such window comes
+    a median 40-50 ms after a word's energy onset on the bundled real recordings, where
+    confirming takes 100 ms or more ("Stop": its fricative scores 0.27-0.46, the vowel
+    0.73), so an agent that stops talking on the hint lets the user in within one 100 ms
+    chunk, and one that resumes when the hint is withdrawn loses nothing to a false alarm.
     """
 
     def __init__(
@@ -299,6 +309,9 @@ class VadTurnDetector:
         speech_pad_ms: float = 64,
         onset_lookback_ms: float = 1000,
         onset_gap_ms: float = 160,
+        barge_in_threshold: float = 0.3,
+        barge_in_quiet_ms: float = 160,
+        barge_in_hold_ms: float = 600,
         *,
         vad: SileroVad | None = None,
         backend: VadBackend = "onnx",
@@ -321,6 +334,14 @@ class VadTurnDetector:
         self._pad = round(speech_pad_ms * SAMPLE_RATE / 1000)
         if onset_lookback_ms < 0 or onset_gap_ms < 0:
             raise ValueError("onset_lookback_ms and onset_gap_ms must not be negative")
+        if not 0.0 < barge_in_threshold < 1.0:
+            raise ValueError(
+                f"barge_in_threshold must be between 0 and 1, got {barge_in_threshold}"
+            )
+        # A hint above the confirming threshold would come after the confirmation: no use.
+        self.barge_in_threshold = min(barge_in_threshold, threshold)
+        self._hint_quiet = _windows(barge_in_quiet_ms, "barge_in_quiet_ms")
+        self._hint_hold = _windows(barge_in_hold_ms, "barge_in_hold_ms") * WINDOW_SAMPLES
         self._lookback = math.ceil(onset_lookback_ms / WINDOW_MS)
         self._onset_gap = math.ceil(onset_gap_ms / WINDOW_MS)
         # (window start, probability) of the windows heard while not speaking, for the onset.
@@ -344,11 +365,19 @@ class VadTurnDetector:
         """While speaking: the sample where the current silence began (for speculative STT)."""
         return self._silence_start if self._speaking else None
 
+    @property
+    def voice_at(self) -> int | None:
+        """While not speaking: where speech may be starting (not yet confirmed), else None."""
+        return None if self._speaking else self._hint
+
     def reset(self) -> None:
         """Back to "not speaking" with fresh model state; sample offsets keep counting."""
         self._speaking = False
         self._run_start: int | None = None
         self._silence_start: int | None = None
+        self._hint: int | None = None
+        self._hint_below = 0
+        self._hint_spent = False
         self._floor = self._consumed
         self._quiet.clear()
         self.vad.reset()
@@ -389,10 +418,26 @@ class VadTurnDetector:
                     break
         return onset
 
+    def _follow_hint(self, prob: float, start: int) -> None:
+        if prob < self.barge_in_threshold:
+            self._hint_below += 1
+            if self._hint_below >= self._hint_quiet:
+                self._hint, self._hint_spent = None, False
+            return
+        self._hint_below = 0
+        if self._hint is None:
+            if not self._hint_spent:
+                self._hint = start
+        elif start + WINDOW_SAMPLES - self._hint > self._hint_hold:
+            # Weak sound that goes on without ever confirming (music, a hum): not a user who
+            # started talking. No new hint until it has been quiet.
+            self._hint, self._hint_spent = None, True
+
     def _step(self, prob: float, start: int) -> TurnEvent | None:
         end = start + WINDOW_SAMPLES
         if not self._speaking:
             self._quiet.append((start, prob))
+            self._follow_hint(prob, start)
             if self._run_start is None:
                 if prob < self.threshold:
                     return None
@@ -403,6 +448,7 @@ class VadTurnDetector:
             if end - self._run_start < self._min_speech:
                 return None
             self._speaking, self._silence_start = True, None
+            self._hint, self._hint_spent = None, False
             onset = self._onset(self._run_start)
             self._quiet.clear()
             return TurnEvent("speech_start", max(self._floor, onset - self._pad))
