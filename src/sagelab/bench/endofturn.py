@@ -39,10 +39,11 @@ import json
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -50,59 +51,67 @@ from sagelab.agents.local.endofturn import (
     MAX_AUDIO_S,
     EndOfTurnModel,
     EndOfTurnPolicy,
-    Verdict,
     get_smart_turn,
 )
-from sagelab.agents.local.vad import VadTurnDetector
+from sagelab.agents.local.vad import WINDOW_SAMPLES, SileroVad, VadTurnDetector
 from sagelab.audio import SAMPLE_RATE, load_audio
 from sagelab.audio.activity import energy_bounds, loud_frames
 from sagelab.bench.stats import Summary
+from sagelab.conversation.turns import (
+    CancelEndOfTurn,
+    PredictEndOfTurn,
+    Transcribe,
+    TurnAction,
+    TurnTaker,
+    UserTurn,
+)
 
-CHUNK = 320  # 20 ms
+CHUNK_MS = 20
 GAP_S = 2.0
 LEAD_S = 0.5
 TAIL_S = 3.0
-PRE_ROLL = SAMPLE_RATE // 2
+# The turn-taker as ``LocalAgent`` builds it for audio-sage (its defaults and agents.yaml).
+PREROLL_MS = 300
+SPECULATE_AFTER_MS = 100
+SPLIT_AFTER_S = 8.0
 
 SILENCE_ONLY_MS = (200, 300, 400, 500, 700)
+DEPLOYED = {"ask_ahead_ms": 200.0, "model_patience_ms": 100.0}
+"""audio-sage's ask-ahead and patience (``src/sagelab/assets/agents.yaml``)."""
 
 
-def default_policies() -> list[tuple[str, EndOfTurnPolicy]]:
-    """Silence-only rules and a grid of Smart Turn policies."""
-    rows = [(f"silence {ms}", EndOfTurnPolicy.silence_only(ms)) for ms in SILENCE_ONLY_MS]
+def default_policies() -> list[Setting]:
+    """Silence-only rules, a grid of Smart Turn policies asked at their own points, and the
+    deployed policy (asked 200 ms ahead, 100 ms of patience) with its variants."""
+    rows = [Setting(EndOfTurnPolicy.silence_only(ms)) for ms in SILENCE_ONLY_MS]
     for min_ms in (100, 200, 300, 400):
         for threshold in (0.5, 0.7, 0.9):
             for max_ms in (800, 1200):
-                rows.append(
-                    (
-                        f"smart {min_ms}/{threshold}/{max_ms}",
-                        EndOfTurnPolicy(min_ms, threshold, max_ms),
-                    )
-                )
+                rows.append(Setting(EndOfTurnPolicy(min_ms, threshold, max_ms)))
     for threshold in (0.7, 0.9):
-        rows.append(
-            (
-                f"smart 200/{threshold}/1200 reask 200",
-                EndOfTurnPolicy(200, threshold, 1200, reask_ms=200),
-            )
-        )
-    for max_ms in (600, 700):  # the recommended policy with a shorter fallback
-        rows.append((f"smart 400/0.9/{max_ms}", EndOfTurnPolicy(400, 0.9, max_ms)))
-    for reask in (100, 200):  # the recommended policy, asked again while the silence goes on
-        rows.append(
-            (f"smart 400/0.9/800 reask {reask}", EndOfTurnPolicy(400, 0.9, 800, reask_ms=reask))
-        )
+        rows.append(Setting(EndOfTurnPolicy(200, threshold, 1200, reask_ms=200)))
+    for max_ms in (600, 700):  # a shorter fallback
+        rows.append(Setting(EndOfTurnPolicy(400, 0.9, max_ms)))
+    for reask in (100, 200):  # asked again while the silence goes on
+        rows.append(Setting(EndOfTurnPolicy(400, 0.9, 800, reask_ms=reask)))
     # A graded wait: "probably finished" ends the turn between the shortest and longest.
     for likely in (0.5, 0.7):
         for likely_ms in (500, 600):
-            rows.append(
-                (
-                    f"smart 400/0.9/800 likely {likely}@{likely_ms}",
-                    EndOfTurnPolicy(
-                        400, 0.9, 800, likely_threshold=likely, likely_silence_ms=likely_ms
-                    ),
-                )
+            policy = EndOfTurnPolicy(
+                400, 0.9, 800, likely_threshold=likely, likely_silence_ms=likely_ms
             )
+            rows.append(Setting(policy))
+    # The deployed policy as the server runs it, and what each of its knobs buys.
+    rows.append(Setting(EndOfTurnPolicy(400, 0.9, 800), model_patience_ms=100))  # no ask-ahead
+    for max_ms in (800, 700):
+        for again in (None, 200.0, 100.0):
+            policy = EndOfTurnPolicy(400, 0.9, max_ms, reask_ms=again)
+            rows.append(Setting(policy, **DEPLOYED))
+    for threshold in (0.7, 0.8):
+        rows.append(Setting(EndOfTurnPolicy(400, threshold, 800), **DEPLOYED))
+    rows.append(Setting(EndOfTurnPolicy(400, 0.9, 800), ask_ahead_ms=100, model_patience_ms=100))
+    policy = EndOfTurnPolicy(400, 0.9, 800, likely_threshold=0.7, likely_silence_ms=600)
+    rows.append(Setting(policy, **DEPLOYED))
     return rows
 
 
@@ -188,18 +197,76 @@ def build_passages(
 # -- simulation -----------------------------------------------------------------------------
 
 
+class ReplayVad:
+    """Silero's probabilities for one passage, computed once and replayed to each detector.
+
+    Every setting streams the same audio through a fresh :class:`VadTurnDetector`, whose
+    decisions depend only on these probabilities (one per 512-sample window, whatever the
+    chunk size); computing them once per passage instead of once per setting and model time
+    is what keeps the grid in minutes. The detector, its hysteresis and its waits are real.
+    """
+
+    def __init__(self, probabilities: np.ndarray) -> None:
+        self.script = np.asarray(probabilities, dtype=np.float32)
+        self.at = 0
+
+    def reset(self) -> None:
+        self.at = 0
+
+    def probabilities(self, pcm: np.ndarray) -> np.ndarray:
+        n = pcm.size // WINDOW_SAMPLES
+        if self.at + n > self.script.size:
+            raise ValueError("fed more audio than the replayed probabilities cover")
+        out = self.script[self.at : self.at + n]
+        self.at += n
+        return out
+
+
+def speech_probabilities(pcm: np.ndarray) -> np.ndarray:
+    """Silero's probability for every whole 512-sample window of ``pcm``, in one stream."""
+    whole = pcm.size - pcm.size % WINDOW_SAMPLES
+    return SileroVad().probabilities(pcm[:whole])
+
+
+@dataclass(frozen=True)
+class Setting:
+    """An end-of-turn policy as :class:`TurnTaker` applies it: the policy, plus how far ahead
+    of its points the model is asked and how long its first answer is awaited."""
+
+    policy: EndOfTurnPolicy
+    ask_ahead_ms: float = 0.0
+    model_patience_ms: float | None = None
+
+    @property
+    def label(self) -> str:
+        p = self.policy
+        if not p.uses_model:
+            return f"silence {p.max_silence_ms:g}"
+        label = f"smart {p.min_silence_ms:g}/{p.threshold:g}/{p.max_silence_ms:g}"
+        if p.likely_threshold is not None:
+            label += f" likely {p.likely_threshold:g}@{p.likely_silence_ms:g}"
+        if p.reask_ms is not None:
+            label += f" reask {p.reask_ms:g}"
+        if self.ask_ahead_ms:
+            label += f" ahead {self.ask_ahead_ms:g}"
+        if self.model_patience_ms is not None:
+            label += f" patience {self.model_patience_ms:g}"
+        return label
+
+
 @dataclass
 class ModelCache:
-    """Smart Turn answers per (passage, turn start, decision sample), with their cost: wall
+    """Smart Turn answers per (passage, audio start, audio end), with their cost: wall
     time (what this shared machine gave) and process CPU time (what one idle core would)."""
 
     model: EndOfTurnModel
     answers: dict[tuple[str, int, int], tuple[float, float, float]] = field(default_factory=dict)
 
-    def ask(self, passage: Passage, turn_start: int, now: int) -> tuple[float, float, float]:
-        key = (passage.name, turn_start, now)
+    def ask(self, passage: str, start: int, end: int, audio: np.ndarray) -> tuple[float, ...]:
+        """(probability, wall ms, CPU ms) for the turn's audio ``[start, end)``."""
+        key = (passage, start, end)
         if key not in self.answers:
-            audio = passage.pcm[max(turn_start, now - MAX_AUDIO_S * SAMPLE_RATE) : now]
+            audio = audio[-MAX_AUDIO_S * SAMPLE_RATE :]  # all the model reads
             c0, t0 = time.process_time(), time.perf_counter()
             p = self.model.probability(audio)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -207,62 +274,114 @@ class ModelCache:
         return self.answers[key]
 
 
+ModelTime = Literal["none", "cpu", "wall"] | float
+"""How long the simulated model takes to answer: nothing, the call's measured CPU time, its
+measured wall time, or a fixed number of ms (for what-ifs and tests)."""
+
+
+def _delay_ms(model_time: ModelTime, cpu_ms: float, wall_ms: float) -> float:
+    if model_time == "none":
+        return 0.0
+    if model_time == "cpu":
+        return cpu_ms
+    if model_time == "wall":
+        return wall_ms
+    if isinstance(model_time, str) or not model_time >= 0:
+        raise ValueError(f"model_time must be none, cpu, wall or ms >= 0, got {model_time!r}")
+    return float(model_time)
+
+
 @dataclass
 class Decision:
-    sample: int  # audio fed when the turn ended
-    model_ms: float  # wall time of the model call that decided it (0 for silence)
-    model_cpu_ms: float  # its CPU time
+    sample: int  # where the turn ended on the audio's clock (the time the agent knew)
+    eot_model_ms: float | None  # ask-to-answer time of the model call that ended it, if one did
 
 
-def simulate(passage: Passage, policy: EndOfTurnPolicy, cache: ModelCache | None) -> list[Decision]:
-    """The turn ends this policy decides over the passage, in order."""
-    detector = VadTurnDetector(end_silence_ms=policy.min_silence_ms)
+def simulate(
+    passage: Passage,
+    setting: Setting | EndOfTurnPolicy,
+    cache: ModelCache | None,
+    *,
+    probabilities: np.ndarray | None = None,
+    chunk_ms: float = CHUNK_MS,
+    model_time: ModelTime = "cpu",
+) -> list[Decision]:
+    """The turn ends the server's :class:`TurnTaker` decides over ``passage``, in order.
+
+    Simulated time: a chunk arrives when its last sample is recorded. Each
+    ``PredictEndOfTurn`` is answered by the cached model; the answer goes back to the
+    turn-taker ``model_time`` later (before the next chunk it would have beaten), so ask-ahead,
+    re-asks and the patience limit play out as in the server. Each ``Transcribe`` is answered
+    at once with a dummy text: speech-to-text time is not the question here. A ``UserTurn``
+    that ends a turn (not a piece split from a long one) is a decision, at the time it came.
+    """
+    if isinstance(setting, EndOfTurnPolicy):
+        setting = Setting(setting)
+    policy = setting.policy
+    if policy.uses_model and cache is None:
+        raise ValueError(f"{setting.label}: a policy with a threshold needs a model")
+    probs = probabilities if probabilities is not None else speech_probabilities(passage.pcm)
+    detector = VadTurnDetector(
+        end_silence_ms=policy.max_silence_ms, vad=cast(SileroVad, ReplayVad(probs))
+    )
+    taker = TurnTaker(
+        detector,
+        preroll_ms=PREROLL_MS,
+        speculate_after_ms=SPECULATE_AFTER_MS,
+        split_after_s=SPLIT_AFTER_S,
+        end_of_turn=policy,
+        ask_ahead_ms=setting.ask_ahead_ms,
+        model_patience_ms=setting.model_patience_ms,
+    )
+    pending: dict[int, tuple[float, float]] = {}  # job -> (answer time s, probability)
     decisions: list[Decision] = []
-    turn_start: int | None = None  # first speech_start of the open turn (minus pre-roll)
-    floor = 0
-    silence_at: int | None = None  # sample where the pending silence began
-    asked: list[float] = []
-    probability: float | None = None
-    cost = cpu = 0.0
+
+    def handle(actions: list[TurnAction], now: float) -> None:
+        queue = deque(actions)
+        while queue:
+            action = queue.popleft()
+            if isinstance(action, PredictEndOfTurn):
+                assert cache is not None
+                p, wall, cpu = cache.ask(passage.name, action.start, action.end, action.audio)
+                delay = _delay_ms(model_time, cpu, wall)
+                pending[action.job] = (now + delay / 1000, p)
+            elif isinstance(action, CancelEndOfTurn):
+                pending.pop(action.job, None)
+            elif isinstance(action, Transcribe):
+                queue.extend(taker.transcribed(action.job, "words", 0.0, now))
+            elif isinstance(action, UserTurn) and action.endpointing_ms is not None:
+                decisions.append(Decision(round(now * SAMPLE_RATE), action.eot_model_ms))
+        deliver(now)
+
+    def deliver(until: float) -> None:
+        """Give the turn-taker every answer that has arrived by ``until``, in arrival order."""
+        while pending:
+            job, (at, p) = min(pending.items(), key=lambda item: item[1][0])
+            if at > until:
+                return
+            del pending[job]
+            handle(taker.end_of_turn(job, p, at), at)
+
+    chunk = max(1, round(chunk_ms * SAMPLE_RATE / 1000))
     pcm = passage.pcm
-    for offset in range(0, pcm.size, CHUNK):
-        fed = min(offset + CHUNK, pcm.size)
-        for event in detector.feed(pcm[offset:fed]):
-            if event.kind == "speech_start":
-                silence_at = None  # the user goes on: same turn
-                if turn_start is None:
-                    turn_start = max(floor, event.sample - PRE_ROLL)
-            else:
-                silence_at, asked, probability, cost, cpu = event.sample, [], None, 0.0, 0.0
-        if silence_at is None or turn_start is None:
-            continue
-        silence_ms = (fed - silence_at) * 1000 / SAMPLE_RATE
-        points = [p for p in policy.asks_at() if p <= silence_ms and p not in asked]
-        if points:
-            probability = None  # a (re-)ask is due
-        verdict = policy.decide(silence_ms, probability)
-        if verdict is Verdict.ASK:
-            assert cache is not None, "a policy with a threshold needs a model"
-            asked.extend(points)
-            # Earlier asks of this silence ran while it went on; only this one delays the end.
-            probability, cost, cpu = cache.ask(passage, turn_start, fed)
-            verdict = policy.decide(silence_ms, probability)
-        if verdict is Verdict.END:
-            decisions.append(Decision(fed, cost, cpu))
-            turn_start, silence_at, floor = None, None, fed
+    for offset in range(0, pcm.size, chunk):
+        fed = min(offset + chunk, pcm.size)
+        now = fed / SAMPLE_RATE
+        deliver(now)  # answers that came while this chunk was being recorded
+        handle(taker.audio(pcm[offset:fed], now), now)
+    deliver(float("inf"))
     return decisions
 
 
-def score(
-    passages: Sequence[Passage], policy: EndOfTurnPolicy, cache: ModelCache | None
-) -> dict[str, Any]:
+MODEL_TIMES: tuple[ModelTime, ...] = ("none", "cpu", "wall")
+PRIMARY: ModelTime = "cpu"  # the cut and late counts reported are those of this run
+
+
+def _tally(passages: Sequence[Passage], runs: Sequence[list[Decision]]) -> dict[str, Any]:
     cut: list[str] = []
     late: list[str] = []
     waits: list[float] = []
-    waits_model: list[float] = []
-    waits_cpu: list[float] = []
-    for passage in passages:
-        decisions = simulate(passage, policy, cache)
+    for passage, decisions in zip(passages, runs, strict=True):
         for i, (start, end) in enumerate(passage.spans):
             if any(start < d.sample < end for d in decisions):
                 cut.append(passage.ids[i])
@@ -271,20 +390,59 @@ def score(
             if not after:
                 late.append(passage.ids[i])
                 continue
-            wait = (after[0].sample - end) * 1000 / SAMPLE_RATE
-            waits.append(wait)
-            waits_model.append(wait + after[0].model_ms)
-            waits_cpu.append(wait + after[0].model_cpu_ms)
+            waits.append((after[0].sample - end) * 1000 / SAMPLE_RATE)
+    return {"cut": len(cut), "cut_ids": cut, "late": len(late), "waits": waits}
+
+
+def score(
+    passages: Sequence[Passage],
+    setting: Setting | EndOfTurnPolicy,
+    cache: ModelCache | None,
+    *,
+    probabilities: dict[str, np.ndarray] | None = None,
+    chunk_ms: float = CHUNK_MS,
+) -> dict[str, Any]:
+    """Cuts, late turns and waits of one setting over ``passages``.
+
+    A setting with a model is simulated three times: with a model that answers at once
+    (``wait_ms``: the wait in ms of audio alone), after each call's measured CPU time
+    (``wait_incl_model_cpu_ms``: an idle core) and after its wall time
+    (``wait_incl_model_ms``: this machine as it was). ``cut``/``late`` are those of the CPU
+    run; ``by_model_time`` has each run's own.
+    """
+    if isinstance(setting, EndOfTurnPolicy):
+        setting = Setting(setting)
+    times = MODEL_TIMES if setting.policy.uses_model else ("none",)
+    tallies: dict[str, dict[str, Any]] = {}
+    for model_time in times:
+        runs = [
+            simulate(
+                p,
+                setting,
+                cache,
+                probabilities=None if probabilities is None else probabilities[p.name],
+                chunk_ms=chunk_ms,
+                model_time=model_time,
+            )
+            for p in passages
+        ]
+        tallies[str(model_time)] = _tally(passages, runs)
+    tally = {str(t): tallies.get(str(t), tallies["none"]) for t in MODEL_TIMES}
+    primary = tally[str(PRIMARY)]
     n = sum(len(p.spans) for p in passages)
     return {
         "utterances": n,
-        "cut": len(cut),
-        "cut_rate": round(len(cut) / n, 3),
-        "cut_ids": cut,
-        "late": len(late),
-        "wait_ms": Summary.of(waits).as_dict(0),
-        "wait_incl_model_ms": Summary.of(waits_model).as_dict(0),
-        "wait_incl_model_cpu_ms": Summary.of(waits_cpu).as_dict(0),
+        "cut": primary["cut"],
+        "cut_rate": round(primary["cut"] / n, 3),
+        "cut_ids": primary["cut_ids"],
+        "late": primary["late"],
+        "wait_ms": Summary.of(tally["none"]["waits"]).as_dict(0),
+        "wait_incl_model_ms": Summary.of(tally["wall"]["waits"]).as_dict(0),
+        "wait_incl_model_cpu_ms": Summary.of(tally["cpu"]["waits"]).as_dict(0),
+        "by_model_time": {
+            t: {"cut": v["cut"], "cut_ids": v["cut_ids"], "late": v["late"]}
+            for t, v in tally.items()
+        },
     }
 
 
@@ -292,23 +450,31 @@ def run(
     manifest: Path,
     *,
     hesitation_ms: float | None = 700.0,
-    policies: Sequence[tuple[str, EndOfTurnPolicy]] | None = None,
+    policies: Sequence[Setting | tuple[str, EndOfTurnPolicy]] | None = None,
     model: EndOfTurnModel | None = None,
+    chunk_ms: float = CHUNK_MS,
 ) -> dict[str, Any]:
-    policies = list(policies) if policies is not None else default_policies()
-    if model is None and any(p.uses_model for _, p in policies):
+    """Score every setting on the natural passages and, with ``hesitation_ms``, the
+    stretched ones. A ``(label, policy)`` pair is the policy asked at its own points."""
+    settings = [
+        p if isinstance(p, Setting) else Setting(p[1])
+        for p in (policies if policies is not None else default_policies())
+    ]
+    if model is None and any(s.policy.uses_model for s in settings):
         smart = get_smart_turn()
         smart.warmup()
         model = smart
     sets = {"natural": build_passages(manifest)[0]}
     if hesitation_ms is not None:
         sets[f"hesitation {hesitation_ms:.0f} ms"] = build_passages(manifest, hesitation_ms)[0]
-    result: dict[str, Any] = {"sets": {}}
+    result: dict[str, Any] = {"chunk_ms": chunk_ms, "sets": {}}
     for set_name, passages in sets.items():
+        probabilities = {p.name: speech_probabilities(p.pcm) for p in passages}
         cache = ModelCache(model) if model is not None else None
         rows = []
-        for label, policy in policies:
-            rows.append({"policy": label, **score(passages, policy, cache)})
+        for setting in settings:
+            scored = score(passages, setting, cache, probabilities=probabilities, chunk_ms=chunk_ms)
+            rows.append({"policy": setting.label, **scored})
         answers = list(cache.answers.values()) if cache else []
         result["sets"][set_name] = {
             "passages": {p.name: len(p.spans) for p in passages},
@@ -322,20 +488,23 @@ def run(
 
 
 def print_table(result: dict[str, Any]) -> None:
+    print(f"chunks of {result.get('chunk_ms', CHUNK_MS):g} ms; load average {result['loadavg']}")
     for set_name, body in result["sets"].items():
         print(f"\n## {set_name}: {sum(body['passages'].values())} utterances {body['passages']}")
         print(f"model calls {body['model_calls']}: wall ms {body['model_ms']}")
         print(f"  cpu ms {body['model_cpu_ms']}")
         print(
-            f"{'policy':30} {'cut':>7} {'late':>4}  wait p50/p95/p99      "
-            "+model cpu p50/p95   +model wall p50/p95"
+            f"{'policy':46} {'cut':>7} {'late':>4}  model answers: at once p50/p95/p99"
+            "   after its CPU p50/p95/p99   after its wall: cut, p50/p95"
         )
         for row in body["rows"]:
             w, c, m = row["wait_ms"], row["wait_incl_model_cpu_ms"], row["wait_incl_model_ms"]
+            wall_cut = row["by_model_time"]["wall"]["cut"]
             print(
-                f"{row['policy']:30} {row['cut']:>3}/{row['utterances']:<3} {row['late']:>4}  "
-                f"{w['p50']!s:>5} / {w['p95']!s:>5} / {w['p99']!s:>5}   "
-                f"{c['p50']!s:>5} / {c['p95']!s:>5}        {m['p50']!s:>5} / {m['p95']!s:>5}"
+                f"{row['policy']:46} {row['cut']:>3}/{row['utterances']:<3} {row['late']:>4}  "
+                f"{w['p50']!s:>5} / {w['p95']!s:>5} / {w['p99']!s:>5}      "
+                f"{c['p50']!s:>5} / {c['p95']!s:>5} / {c['p99']!s:>5}      "
+                f"{wall_cut:>2}, {m['p50']!s:>5} / {m['p95']!s:>5}"
             )
 
 
@@ -375,8 +544,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, help="write the trade-off plot here (PNG)")
     parser.add_argument("--hesitation-ms", type=float, default=700.0)
     parser.add_argument("--no-hesitation", action="store_true")
+    parser.add_argument(
+        "--chunk-ms", type=float, default=CHUNK_MS, help="client chunk size (default 20)"
+    )
     args = parser.parse_args(argv)
-    result = run(args.manifest, hesitation_ms=None if args.no_hesitation else args.hesitation_ms)
+    if not args.chunk_ms > 0:
+        parser.error(f"--chunk-ms must be positive, got {args.chunk_ms}")
+    result = run(
+        args.manifest,
+        hesitation_ms=None if args.no_hesitation else args.hesitation_ms,
+        chunk_ms=args.chunk_ms,
+    )
     result["command"] = " ".join(["python -m sagelab.bench.endofturn", *sys.argv[1:]])
     print_table(result)
     if args.json:
