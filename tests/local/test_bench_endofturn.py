@@ -7,12 +7,15 @@ import pytest
 from local_helpers import SPEECH_DIR
 
 from sagelab.agents.local.endofturn import EndOfTurnPolicy
+from sagelab.agents.local.vad import SileroVad, VadTurnDetector
 from sagelab.audio import PCM16
 from sagelab.bench.endofturn import (
     ModelCache,
     Passage,
+    ReplayVad,
     build_passages,
     score,
+    speech_probabilities,
     stretch_longest_pause,
 )
 
@@ -69,6 +72,27 @@ def test_a_model_that_never_says_finished_waits_for_the_fallback(
     never = score(passages, EndOfTurnPolicy(200, 0.5, 800), ModelCache(Always(0.0)))
     assert never["cut"] == 0  # no natural pause here reaches 800 ms
     assert never["wait_ms"]["p50"] >= 800
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("chunk", [320, 1600])
+def test_replayed_probabilities_make_the_same_turns_as_silero_itself(
+    passages: list[Passage], chunk: int
+) -> None:
+    """The bench computes Silero once per passage and replays it to every detector: the
+    detector must decide exactly what it decides on Silero streamed chunk by chunk."""
+    passage = next(p for p in passages if p.name == "alsa")
+
+    def events(vad: SileroVad | ReplayVad) -> list[tuple[str, int]]:
+        detector = VadTurnDetector(end_silence_ms=400, vad=vad)  # type: ignore[arg-type]
+        out = []
+        for offset in range(0, passage.pcm.size, chunk):
+            out += [(e.kind, e.sample) for e in detector.feed(passage.pcm[offset : offset + chunk])]
+        return out
+
+    live = events(SileroVad())
+    assert len(live) == 2 * len(passage.spans)
+    assert events(ReplayVad(speech_probabilities(passage.pcm))) == live
 
 
 @pytest.mark.fast

@@ -1,7 +1,7 @@
 """End-of-turn policies on real speech: how often each cuts the user off, and how long it waits.
 
     python -m sagelab.bench.endofturn --manifest data/speech/manifest.jsonl \\
-        [--json out.json] [--plot out.png] [--hesitation-ms 700]
+        [--json out.json] [--plot out.png] [--hesitation-ms 700] [--chunk-ms 20]
 
 Passages. Utterances of one speaker (by id prefix: the LibriVox reader, the card caller, the
 alsa announcer, ...) are joined in manifest order into one stream, 2 s of digital silence
@@ -13,23 +13,30 @@ the alsa names pause ~350 ms between "front" and "center".
 longest internal pause is stretched to that length by repeating its own room tone, like
 a speaker who stops to think mid-sentence. Both sets are reported.
 
-Each policy streams every passage in 20 ms chunks through :class:`VadTurnDetector` (Silero,
-threshold 0.5) with ``end_silence_ms`` set to the policy's ``min_silence_ms``; at each of its
-``speech_end`` events the :class:`EndOfTurnPolicy` decides, asking :class:`SmartTurn` with the
-turn so far (from 0.5 s before its first ``speech_start``, at most the last 8 s) when it says
-``ASK``. A speech_start before the decision resumes the same turn.
+Each setting (a policy, plus how far ahead of its points the model is asked and how long its
+first answer is awaited) streams every passage in ``--chunk-ms`` chunks (20 by default) through
+the server's own :class:`TurnTaker`, built as ``LocalAgent`` builds it for audio-sage: a
+:class:`VadTurnDetector` (Silero, threshold 0.5) whose own wait is the policy's
+``max_silence_ms``, 300 ms of pre-roll, speculation from 100 ms, long turns split after 8 s.
+Time is simulated: a chunk arrives when its last sample is recorded; each ``PredictEndOfTurn``
+is answered by :class:`SmartTurn` and the answer is given back that call's measured time later,
+so ask-ahead, re-asks and the patience limit decide as in the server; each ``Transcribe`` is
+answered at once with a dummy text. Every turn end (a ``UserTurn`` that is not a piece of a
+split monologue) is a decision. Silero's probabilities are computed once per passage and
+replayed to every setting's detector (the same numbers, much faster).
 
 * **cut**: reference utterances with a turn end decided strictly inside them (between their
   energy start and energy end): the agent would have started answering mid-sentence.
-* **wait**: from the utterance's energy end to the first turn end after it, in ms of audio;
-  then with the model call that decided it added, as CPU time (what an idle core would take)
-  and as wall time (what this machine gave).
+* **wait**: from the utterance's energy end to the first turn end after it, in ms. A setting
+  with a model is run three times: the model answering at once (``wait``: the policy's wait
+  in audio alone), after each call's measured CPU time (``+model cpu``: an idle core) and after
+  its wall time (``+model wall``: this machine as it was). **cut** and **late** are those of
+  the CPU run; the JSON has each run's own.
 * **late**: utterances whose turn did not end before the next utterance began (2 s later).
 
-Model calls are cached per (passage, turn start, decision sample): policies that differ only in
-threshold or fallback share them, and each call's own measured time is added to the waits it
-decides. The machine may be shared: the model's wall and CPU time p50/p95/p99 and the load
-average are reported with the table.
+Model calls are cached per (passage, audio start, audio end): settings that ask about the same
+audio share them. The machine may be shared: the model's wall and CPU time p50/p95/p99 and the
+load average are reported with the table.
 """
 
 from __future__ import annotations
@@ -76,14 +83,21 @@ SPECULATE_AFTER_MS = 100
 SPLIT_AFTER_S = 8.0
 
 SILENCE_ONLY_MS = (200, 300, 400, 500, 700)
-DEPLOYED = {"ask_ahead_ms": 200.0, "model_patience_ms": 100.0}
+DEPLOYED_AHEAD_MS = 200.0
+DEPLOYED_PATIENCE_MS = 100.0
 """audio-sage's ask-ahead and patience (``src/sagelab/assets/agents.yaml``)."""
+
+
+def deployed(policy: EndOfTurnPolicy) -> Setting:
+    """``policy`` asked as audio-sage asks its own: 200 ms ahead, 100 ms of patience."""
+    return Setting(policy, ask_ahead_ms=DEPLOYED_AHEAD_MS, model_patience_ms=DEPLOYED_PATIENCE_MS)
 
 
 def default_policies() -> list[Setting]:
     """Silence-only rules, a grid of Smart Turn policies asked at their own points, and the
     deployed policy (asked 200 ms ahead, 100 ms of patience) with its variants."""
-    rows = [Setting(EndOfTurnPolicy.silence_only(ms)) for ms in SILENCE_ONLY_MS]
+    rows = [Setting(EndOfTurnPolicy.silence_only(400), detector_only=True)]  # today's VAD rule
+    rows += [Setting(EndOfTurnPolicy.silence_only(ms)) for ms in SILENCE_ONLY_MS]
     for min_ms in (100, 200, 300, 400):
         for threshold in (0.5, 0.7, 0.9):
             for max_ms in (800, 1200):
@@ -106,12 +120,16 @@ def default_policies() -> list[Setting]:
     for max_ms in (800, 700):
         for again in (None, 200.0, 100.0):
             policy = EndOfTurnPolicy(400, 0.9, max_ms, reask_ms=again)
-            rows.append(Setting(policy, **DEPLOYED))
+            rows.append(deployed(policy))
+    for max_ms in (500, 600):
+        rows.append(deployed(EndOfTurnPolicy(400, 0.9, max_ms)))
+    for max_ms in (600, 800):
+        rows.append(deployed(EndOfTurnPolicy(300, 0.9, max_ms)))
     for threshold in (0.7, 0.8):
-        rows.append(Setting(EndOfTurnPolicy(400, threshold, 800), **DEPLOYED))
+        rows.append(deployed(EndOfTurnPolicy(400, threshold, 800)))
     rows.append(Setting(EndOfTurnPolicy(400, 0.9, 800), ask_ahead_ms=100, model_patience_ms=100))
     policy = EndOfTurnPolicy(400, 0.9, 800, likely_threshold=0.7, likely_silence_ms=600)
-    rows.append(Setting(policy, **DEPLOYED))
+    rows.append(deployed(policy))
     return rows
 
 
@@ -236,10 +254,20 @@ class Setting:
     policy: EndOfTurnPolicy
     ask_ahead_ms: float = 0.0
     model_patience_ms: float | None = None
+    detector_only: bool = False
+    """No policy in the turn-taker: the detector's own wait (``max_silence_ms``, rounded up to
+    whole 32 ms windows) ends turns, as for an agent without ``end_of_turn``. "silence N" is
+    the agents file's ``{silence_only: N}``, which the turn-taker ends at N ms exactly."""
+
+    def __post_init__(self) -> None:
+        if self.detector_only and self.policy.uses_model:
+            raise ValueError("detector_only is for a silence rule; this policy asks a model")
 
     @property
     def label(self) -> str:
         p = self.policy
+        if self.detector_only:
+            return f"vad {p.max_silence_ms:g}"
         if not p.uses_model:
             return f"silence {p.max_silence_ms:g}"
         label = f"smart {p.min_silence_ms:g}/{p.threshold:g}/{p.max_silence_ms:g}"
@@ -329,7 +357,7 @@ def simulate(
         preroll_ms=PREROLL_MS,
         speculate_after_ms=SPECULATE_AFTER_MS,
         split_after_s=SPLIT_AFTER_S,
-        end_of_turn=policy,
+        end_of_turn=None if setting.detector_only else policy,
         ask_ahead_ms=setting.ask_ahead_ms,
         model_patience_ms=setting.model_patience_ms,
     )
@@ -519,7 +547,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(sets), figsize=(6.5 * len(sets), 5), squeeze=False)
     for ax, (set_name, body) in zip(axes[0], sets.items(), strict=True):
         for row in body["rows"]:
-            silence = row["policy"].startswith("silence")
+            silence = row["policy"].startswith(("silence", "vad"))
             if "/1200" in row["policy"]:
                 continue  # same cuts and p50 as the /800 twin; only the p95 differs
             x = row["wait_incl_model_cpu_ms"]["p50"]
