@@ -82,7 +82,7 @@ PREROLL_MS = 300
 SPECULATE_AFTER_MS = 100
 SPLIT_AFTER_S = 8.0
 
-SILENCE_ONLY_MS = (200, 300, 400, 500, 700)
+SILENCE_ONLY_MS = (200, 300, 400, 450, 500, 700)
 DEPLOYED_AHEAD_MS = 200.0
 DEPLOYED_PATIENCE_MS = 100.0
 """audio-sage's ask-ahead and patience (``src/sagelab/assets/agents.yaml``)."""
@@ -121,8 +121,9 @@ def default_policies() -> list[Setting]:
         for again in (None, 200.0, 100.0):
             policy = EndOfTurnPolicy(400, 0.9, max_ms, reask_ms=again)
             rows.append(deployed(policy))
-    for max_ms in (500, 600):
+    for max_ms in (450, 500, 550, 600):  # the fallback is the p95: how short can it be?
         rows.append(deployed(EndOfTurnPolicy(400, 0.9, max_ms)))
+    rows.append(deployed(EndOfTurnPolicy(400, 0.9, 500, reask_ms=100)))
     for max_ms in (600, 800):
         rows.append(deployed(EndOfTurnPolicy(300, 0.9, max_ms)))
     for threshold in (0.7, 0.8):
