@@ -88,7 +88,7 @@ def test_ask_ahead_asks_early_so_the_model_time_hides_in_the_silence() -> None:
     ahead = ByTrailingSilence(lambda _: 1.0)
     assert len(early := waits(Setting(POLICY, ask_ahead_ms=200), ahead, model_ms=150)) == 1
     assert 200 <= ahead.asked_ms[0] < 220
-    assert 400 <= early[0] < 420
+    assert 400 <= early[0] < 440  # once the detector has judged 400 ms: 13 windows, 416 ms
 
     plain = ByTrailingSilence(lambda _: 1.0)
     (late,) = waits(Setting(POLICY), plain, model_ms=150)
@@ -120,7 +120,7 @@ def test_a_slow_model_is_waited_for_no_longer_than_the_patience() -> None:
     without it the answer does at 600 ms."""
     patient = Setting(POLICY, ask_ahead_ms=200, model_patience_ms=100)
     (wait,) = waits(patient, ByTrailingSilence(lambda _: 1.0), model_ms=400)
-    assert 500 <= wait < 520
+    assert 500 <= wait < 540  # 16 whole windows judged
     (unbounded,) = waits(
         Setting(POLICY, ask_ahead_ms=200), ByTrailingSilence(lambda _: 1.0), model_ms=400
     )
@@ -129,9 +129,10 @@ def test_a_slow_model_is_waited_for_no_longer_than_the_patience() -> None:
 
 def test_the_model_time_delays_the_end_by_exactly_that_much() -> None:
     finished = ByTrailingSilence(lambda _: 1.0)
-    (instant,) = waits(Setting(POLICY), finished, model_ms=0)
-    (slow,) = waits(Setting(POLICY), finished, model_ms=230)
-    assert slow - instant == pytest.approx(230, abs=1)
+    # (An answer quicker than the detector's judging of the 400 ms would wait for it.)
+    (quick,) = waits(Setting(POLICY), finished, model_ms=50)
+    (slow,) = waits(Setting(POLICY), finished, model_ms=280)
+    assert slow - quick == pytest.approx(230, abs=1)
 
 
 def test_chunk_size_sets_when_the_silence_is_seen() -> None:
@@ -139,7 +140,7 @@ def test_chunk_size_sets_when_the_silence_is_seen() -> None:
     rule = Setting(EndOfTurnPolicy.silence_only(400))
     (fine,) = waits(rule, None, model_ms=0, chunk_ms=20)
     (coarse,) = waits(rule, None, model_ms=0, chunk_ms=100)
-    assert 400 <= fine < 420 and 400 <= coarse < 500 and coarse > fine
+    assert 400 <= fine < 440 and 400 <= coarse < 500 and coarse >= fine
 
 
 def test_a_finished_answer_in_a_pause_inside_an_utterance_is_a_cut() -> None:
@@ -167,11 +168,6 @@ def test_the_vad_rule_ends_a_turn_only_after_whole_windows_of_silence() -> None:
         assert score([passage], vad, None, probabilities={"scripted": probs})["cut"] == cuts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TurnTaker measures a pause to the samples fed, up to one 32 ms window past what "
-    "the detector has judged (conversation/turns.py, _consult_policy)",
-)
 def test_the_policy_rule_does_not_end_a_pause_shorter_than_its_silence() -> None:
     """``silence 400`` (the agents file's ``{silence_only: 400}``) must not end a 384 ms pause.
     It does when the chunk that brings the silence to 400 ms ends inside the window where the
@@ -218,15 +214,10 @@ def test_the_deployed_row_is_audio_sage_as_bundled() -> None:
     assert agent.options["speculate_after_ms"] == SPECULATE_AFTER_MS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TurnTaker re-asks at a re-ask point even when the answer in hand already says "
-    "finished, and waits for the new answer (conversation/turns.py, _consult_policy)",
-)
 def test_a_finished_answer_is_not_thrown_away_for_a_reask() -> None:
     """Asked at 200 ms, "finished" by 300 ms: the turn should end at 400 ms of silence, as
     without re-asks. The policy re-asks only after a "not finished" (EndOfTurnPolicy)."""
     policy = EndOfTurnPolicy(400, 0.9, 800, reask_ms=200)
     model = ByTrailingSilence(lambda _: 0.95)
     (wait,) = waits(Setting(policy, ask_ahead_ms=200), model, model_ms=100)
-    assert 400 <= wait < 420
+    assert 400 <= wait < 440 and len(model.asked_ms) == 1

@@ -525,15 +525,17 @@ def test_an_answer_outside_zero_one_is_refused() -> None:
         lambda parts: _pattern(parts),
         st.lists(st.tuples(st.integers(150, 3000), st.integers(30, 2000)), min_size=1, max_size=4),
     ),
-    clicks=st.lists(st.tuples(st.integers(0, 9000), st.integers(5, 150)), max_size=4),
+    clicks=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(5, 150)), max_size=4),
     chunk_ms=st.integers(10, 500),
     stt_delays=st.lists(st.floats(0.0, 1.5), min_size=1, max_size=3),
 )
 def test_every_hint_is_confirmed_or_withdrawn_and_nothing_is_lost(
-    speech: MarkedSpeech, clicks: list[tuple[int, int]], chunk_ms: int, stt_delays: list[float]
+    speech: MarkedSpeech, clicks: list[tuple[float, int]], chunk_ms: int, stt_delays: list[float]
 ) -> None:
     pcm = speech.pcm.copy()
-    for at_ms, ms in clicks:
+    room = pcm.size // 16 - 1200  # the stream ends in a silence long enough to end a turn
+    for where, ms in clicks:
+        at_ms = int(where * (room - ms))
         segment = pcm[at_ms * 16 : (at_ms + ms) * 16]
         segment[segment == 0] = -1000  # a click over silence; the speech marks stay
     clicked = MarkedSpeech([pcm], speech.units, speech.samples, speech.speech_ranges)

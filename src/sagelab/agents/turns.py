@@ -66,6 +66,11 @@ class EnergyTurnDetector:
         """Energy gives no earlier hint of speech than its own onset: always None."""
         return None
 
+    @property
+    def judged(self) -> int:
+        """Samples judged so far (whole frames)."""
+        return self._consumed
+
     def reset(self) -> None:
         self._speaking = False
         self._loud_run = self._quiet_run = 0

@@ -106,6 +106,12 @@ class SpeechDetector(Protocol):
         it (an early hint for barge-in); None when there is no such hint."""
         ...
 
+    @property
+    def judged(self) -> int:
+        """Samples the detector has judged (fed, less a partial window it still holds): a
+        pause is known to go on only this far."""
+        ...
+
 
 # -- actions ---------------------------------------------------------------------------------
 
@@ -418,7 +424,7 @@ class TurnTaker:
             return []  # stale: the user spoke again, or the turn ended otherwise
         pause.job, pause.probability = None, probability
         pause.model_ms = max(0.0, (now - pause.asked_at) * 1000)
-        silence_ms = (self._fed - pause.silence_start) * 1000 / SAMPLE_RATE
+        silence_ms = self._silence_ms(pause.silence_start)
         if not _ends(self.policy.decide(silence_ms, probability)):
             return []  # not finished; or finished, and the silence is not long enough yet
         actions = self._end_by_policy(pause.end, now, pause.model_ms)
@@ -530,9 +536,14 @@ class TurnTaker:
         if self._pause is None:
             self._pause = _Pause(silence)
         pause, policy = self._pause, self.policy
-        silence_ms = (self._fed - silence) * 1000 / SAMPLE_RATE
+        silence_ms = self._silence_ms(silence)
         if silence_ms < policy.max_silence_ms:
-            due = pause.asked < len(self._asks) and silence_ms >= self._asks[pause.asked]
+            fed_ms = (self._fed - silence) * 1000 / SAMPLE_RATE  # asking early costs nothing
+            due = (
+                pause.asked < len(self._asks)
+                and fed_ms >= self._asks[pause.asked]
+                and not self._finished(pause.probability)  # an answer in hand is kept
+            )
             if due and pause.job is None and self._fed > self._utterance:
                 # (An utterance just split from a monologue has no audio to judge yet.)
                 pause.asked += 1
@@ -570,6 +581,16 @@ class TurnTaker:
             limit = silence + int(policy.max_silence_ms * SAMPLE_RATE / 1000)
             actions.extend(self._end_by_policy(min(self._fed, limit), now, None))
         return actions
+
+    def _silence_ms(self, silence_start: int) -> float:
+        """How long the pause is known to have lasted: only as far as the detector judged
+        the audio (the rest of the last chunk may be the user speaking again)."""
+        return (min(self._fed, self.detector.judged) - silence_start) * 1000 / SAMPLE_RATE
+
+    def _finished(self, probability: float | None) -> bool:
+        """The model's answer says the user is done (no re-ask can improve on that)."""
+        threshold = self.policy.threshold if self.policy is not None else None
+        return probability is not None and threshold is not None and probability >= threshold
 
     def _end_by_policy(self, end: int, now: float, eot_model_ms: float | None) -> list[TurnAction]:
         assert self._utterance is not None and self._pause is not None

@@ -392,6 +392,11 @@ class VadTurnDetector:
         return self._silence_start if self._speaking else None
 
     @property
+    def judged(self) -> int:
+        """Samples judged so far (whole windows; a partial one waits for the next chunk)."""
+        return self._consumed
+
+    @property
     def voice_at(self) -> int | None:
         """While not speaking: where speech may be starting (not yet confirmed), else None."""
         return None if self._speaking else self._hint
