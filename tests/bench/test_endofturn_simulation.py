@@ -19,6 +19,7 @@ from sagelab.agents.local.endofturn import EndOfTurnPolicy
 from sagelab.bench.endofturn import (
     DEPLOYED_AHEAD_MS,
     DEPLOYED_PATIENCE_MS,
+    DEPLOYED_POLICY,
     SPECULATE_AFTER_MS,
     ModelCache,
     Passage,
@@ -206,7 +207,8 @@ def test_the_deployed_row_is_audio_sage_as_bundled() -> None:
     from sagelab.config import load_config
 
     agent = next(a for a in load_config(None, env={}).agents if a.id == "audio-sage")
-    assert end_of_turn_policy(agent.options) == POLICY
+    assert end_of_turn_policy(agent.options) == DEPLOYED_POLICY
+    assert deployed(DEPLOYED_POLICY).label in {s.label for s in default_policies()}
     assert _taker_options(agent.options) == {
         "ask_ahead_ms": DEPLOYED_AHEAD_MS,
         "model_patience_ms": DEPLOYED_PATIENCE_MS,

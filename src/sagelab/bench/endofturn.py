@@ -83,9 +83,10 @@ SPECULATE_AFTER_MS = 100
 SPLIT_AFTER_S = 8.0
 
 SILENCE_ONLY_MS = (200, 300, 400, 450, 500, 700)
+DEPLOYED_POLICY = EndOfTurnPolicy(400, 0.9, 800, reask_ms=200)
 DEPLOYED_AHEAD_MS = 200.0
 DEPLOYED_PATIENCE_MS = 100.0
-"""audio-sage's ask-ahead and patience (``src/sagelab/assets/agents.yaml``)."""
+"""audio-sage's policy, ask-ahead and patience (``src/sagelab/assets/agents.yaml``)."""
 
 
 def deployed(policy: EndOfTurnPolicy) -> Setting:
