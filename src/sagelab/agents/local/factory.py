@@ -5,7 +5,9 @@ Options (all optional)::
     backend: local
     options:
       vad: {threshold: 0.5, end_silence_ms: 500, min_speech_ms: 100,
-            onset_lookback_ms: 1000}   # a turn's start reaches back over weak speech (0: off)
+            onset_lookback_ms: 1000,   # a turn's start reaches back over weak speech (0: off)
+            barge_in_threshold: 0.3,   # the agent stops on this first hint of a voice...
+            barge_in_rise_db: 15}      # ...or on a sudden voice-like sound (null: Silero only)
       stt: {model: null, compute_type: int8, cpu_threads: 1}   # null: bundled tiny.en weights
       tts: {model: null, config: null, length_scale: 1.0}      # null: bundled Piper joe voice
       brain: rules                                             # echo | rules | openai | llm
