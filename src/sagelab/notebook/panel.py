@@ -66,7 +66,7 @@ _TICK_S = 0.1
 # from the silence it hears (audio-sage waits up to 800 ms), so a recording stopped right
 # after the last word would otherwise leave that turn open, unanswered, for good. A live
 # client's microphone keeps streaming; this is the same as leaving it on, muted, that long.
-_STOP_TAIL_S = 1.2
+_STOP_TAIL_S = 1.5
 _CLOCK_PING_S = 2.0
 _USER_VOICE_HOLD_NS = 300_000_000  # "user speaking" lasts this long after a loud chunk
 # A flushed turn whose unplayed rest is shorter than this was heard whole (the flush only
@@ -318,7 +318,7 @@ class ConversationPanel(anywidget.AnyWidget):
     # -- user input --------------------------------------------------------------------------------
 
     def send_recording(
-        self, audio: AudioInput, *, trailing_silence_ms: int = 1000, wait: bool = True
+        self, audio: AudioInput, *, trailing_silence_ms: int = 1500, wait: bool = True
     ) -> SentAudio | concurrent.futures.Future[SentAudio]:
         """Speak a recording (a path or 16 kHz PCM16) as the user, in real time: the way to
         talk without a microphone. Blocks while it plays unless ``wait=False``."""

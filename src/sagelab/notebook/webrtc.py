@@ -18,7 +18,7 @@ def decode_recording(blob: bytes | bytearray | memoryview) -> PCM16:
     return load_audio(bytes(blob))
 
 
-def send_recorder_audio(recorder: Any, target: Any, *, trailing_silence_ms: int = 1000) -> Any:
+def send_recorder_audio(recorder: Any, target: Any, *, trailing_silence_ms: int = 1500) -> Any:
     """Send what ``recorder`` (an ``ipywebrtc.AudioRecorder``) holds as one user turn.
 
     ``target`` is a ``ConversationPanel`` or a ``SyncSession``; returns their ``SentAudio``.
@@ -33,7 +33,7 @@ def attach_recorder(
     recorder: Any,
     target: Any,
     *,
-    trailing_silence_ms: int = 1000,
+    trailing_silence_ms: int = 1500,
     on_error: Callable[[Exception], None] | None = None,
 ) -> Callable[[], None]:
     """Send every new recording of ``recorder`` to ``target`` as soon as it stops.
