@@ -62,7 +62,7 @@ def _report(session: Session, event_id: int) -> TurnReport:
 
 async def _turn(session: Session, turn: ScenarioTurn) -> tuple[TurnReport, Any]:
     mark = session.mark()
-    await session.send_audio(turn.audio, trailing_silence_ms=1500)
+    await session.send_audio(turn.audio, trailing_silence_ms=1000)
     reply = await session.wait_for("agent_response", since=mark, timeout=30)
     await session.wait_for(
         "audio", since=mark, timeout=30, predicate=lambda e: (e.event_id or 0) >= reply.event_id
@@ -107,7 +107,7 @@ async def run_demo(console: Console, *, config: Path | None, out_dir: Path, data
                     barge = turns[i + 1]
                     console.print(f"[green]user talks over the agent[/]: {escape(barge.text)}")
                     mark = session.mark()
-                    await session.send_audio(barge.audio, trailing_silence_ms=1500)
+                    await session.send_audio(barge.audio, trailing_silence_ms=1000)
                     cut = await _interruption(session, mark)
                     if cut is None:
                         reports[-1].note = (

@@ -175,7 +175,12 @@ def off_by_more_than_5_ms(run: Run, speech_end: int, speech_ms: int) -> list[str
         window_ms = (sent.chunk_times_ns[end_of_turn_chunk(end)] - sent.speech_end_ns) / 1e6
         assert row["transcript_ms"] >= window_ms + DELAYS["transcript_delay_ms"]
         least = window_ms + sum(DELAYS.values()) + (TOOL_MS if row["tool_calls"] else 0)
-        assert least <= row["voice_to_voice_ms"] <= least + 50  # nothing else in the way
+        assert least <= row["voice_to_voice_ms"]
+        if row["voice_to_voice_ms"] > least + 50:  # nothing else in the way, unless a stall
+            misses.append(
+                f"turn {event_id} voice_to_voice_ms: {row['voice_to_voice_ms']:.1f} ms, "
+                f"over the {least:.1f} ms the delays explain by more than 50 ms"
+            )
 
     # The tool turn waited for the client tool; the others did not call one.
     assert list(spoken["tool_calls"]) == [0, 1, 0, 0]

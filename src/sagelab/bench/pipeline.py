@@ -102,7 +102,7 @@ async def run_conversation(
                     skip_next = False
                     continue
                 mark = s.mark()
-                await s.send_audio(turn.audio, trailing_silence_ms=1500)
+                await s.send_audio(turn.audio, trailing_silence_ms=1000)
                 reply = await s.wait_for("agent_response", since=mark, timeout=30)
                 await s.wait_for(
                     "audio", since=mark, timeout=30,
@@ -111,7 +111,7 @@ async def run_conversation(
                 if turn.barge_after_ms is not None and i + 1 < len(turns):
                     await asyncio.sleep(turn.barge_after_ms / 1000)
                     bmark = s.mark()
-                    await s.send_audio(turns[i + 1].audio, trailing_silence_ms=1500)
+                    await s.send_audio(turns[i + 1].audio, trailing_silence_ms=1000)
                     cut = await s.wait_for("interruption", since=bmark, timeout=10)
                     breply = await s.wait_for(
                         "agent_response", since=bmark, timeout=30,

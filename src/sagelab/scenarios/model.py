@@ -241,7 +241,7 @@ class ClientTool(_Strict):
 
 class Settings(_Strict):
     trailing_silence_ms: int = Field(
-        default=1500, ge=0, le=10_000, description="silence streamed after each utterance"
+        default=1000, ge=0, le=10_000, description="silence streamed after each utterance"
     )
     reply_timeout_s: float = Field(default=30.0, gt=0, le=600)
     greeting: Literal["wait", "talk_over", "none"] = Field(
