@@ -416,7 +416,9 @@ def test_agent_audio_counts_as_playing_until_its_playout_ends() -> None:
     assert _agent_playing_at(session, int(0.9e9))  # type: ignore[arg-type]
     assert not _agent_playing_at(session, int(1.1e9))  # type: ignore[arg-type]
     cut = _Session(("audio", 1, {"duration_s": 5.0}), ("interruption", 1, {}))
-    assert not _agent_playing_at(cut, int(0.5e9))  # type: ignore[arg-type]
+    assert not _agent_playing_at(cut, int(0.9e9))  # type: ignore[arg-type]
+    # Cut in the half second before: the agent stopped on the breath before the first word.
+    assert _agent_playing_at(cut, int(0.3e9))  # type: ignore[arg-type]
 
 
 # -- the command ---------------------------------------------------------------------------

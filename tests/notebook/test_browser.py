@@ -450,7 +450,10 @@ def test_talking_through_the_microphone(browser: Browser, artifacts: Path) -> No
         " 'seconds': panel.mic.audio().size / 16000}"
     )
     assert mic["rate"] > 0 and mic["missing"] == 0
-    assert mic["seconds"] - mic_before_s == pytest.approx(browser.record_seconds, abs=1.0)
+    # As long as the clicks were apart: at least what was asked, and more when a loaded machine
+    # delays the Stop click (1.2 s late once under make test).
+    recorded = mic["seconds"] - mic_before_s
+    assert browser.record_seconds - 1.0 <= recorded <= browser.record_seconds + 2.5, recorded
 
     # Latency of the microphone turn, measured from the end of speech as sent.
     rows = browser.kernel_json("panel.turns")

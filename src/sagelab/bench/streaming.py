@@ -378,14 +378,18 @@ def _last_activity_ns(session: Session) -> int:
     return 0
 
 
-def _agent_playing_at(session: Session, t_ns: int) -> bool:
-    """Whether agent audio received before ``t_ns`` was still playing then (ideal player)."""
+def _agent_playing_at(session: Session, t_ns: int, lead_ns: int = 500_000_000) -> bool:
+    """Whether agent audio received before ``t_ns`` was still playing then (ideal player).
+
+    An interruption in the ``lead_ns`` before ``t_ns`` counts as playing: the agent stops on
+    the first hint of the user's voice, which can be the breath or click just before the
+    first word (``VadTurnDetector.voice_at``)."""
     playout_end = 0
     for e in session.timeline.events:
         if e.t_ns >= t_ns:
             break
         if e.type == "interruption":
-            playout_end = e.t_ns
+            playout_end = max(playout_end, t_ns + 1) if e.t_ns >= t_ns - lead_ns else e.t_ns
         elif e.type == "audio" and e.direction == "recv":
             playout_end = max(playout_end, e.t_ns) + int(e.data.get("duration_s", 0) * 1e9)
     return playout_end > t_ns
