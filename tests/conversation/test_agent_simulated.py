@@ -373,12 +373,5 @@ def test_with_provisional_barge_in_the_agent_loses_nothing(
     # Clicks anywhere (over the agent, in the user's pauses, next to speech) add hints that
     # are withdrawn; speech adds hints that are confirmed. The user's speech is still
     # transcribed once and in order, and the protocol holds.
-    pcm = speech.pcm.copy()
-    for at_ms, ms in clicks:
-        start = at_ms * 16
-        segment = pcm[start : start + ms * 16]
-        segment[segment == 0] = -1000  # over silence only: the marks stay readable
-    clicked = MarkedSpeech(
-        parts=[pcm], units=speech.units, samples=speech.samples, speech_ranges=speech.speech_ranges
-    )
+    clicked = speech.with_clicks(clicks)
     check_invariants(clicked, converse(clicked, chunk_ms, stt_delays, hinting=True))

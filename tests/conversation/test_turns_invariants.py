@@ -532,13 +532,8 @@ def test_an_answer_outside_zero_one_is_refused() -> None:
 def test_every_hint_is_confirmed_or_withdrawn_and_nothing_is_lost(
     speech: MarkedSpeech, clicks: list[tuple[float, int]], chunk_ms: int, stt_delays: list[float]
 ) -> None:
-    pcm = speech.pcm.copy()
-    room = pcm.size // 16 - 1200  # the stream ends in a silence long enough to end a turn
-    for where, ms in clicks:
-        at_ms = int(where * (room - ms))
-        segment = pcm[at_ms * 16 : (at_ms + ms) * 16]
-        segment[segment == 0] = -1000  # a click over silence; the speech marks stay
-    clicked = MarkedSpeech([pcm], speech.units, speech.samples, speech.speech_ranges)
+    room = speech.samples // 16 - 1200  # the stream ends in a silence long enough to end a turn
+    clicked = speech.with_clicks([(int(where * (room - ms)), ms) for where, ms in clicks])
     outcome = simulate(clicked, chunk_ms, stt_delays, hinting=True)
     assert_lossless(clicked, outcome)
     # A provisional barge-in is answered by exactly one verdict before the next one: a

@@ -70,6 +70,15 @@ class MarkedSpeech:
         self.samples += n
         return self
 
+    def with_clicks(self, clicks: Sequence[tuple[int, int]]) -> MarkedSpeech:
+        """A copy with a click at each ``(at_ms, ms)``, over silence only, so every mark of
+        speech stays readable."""
+        pcm = self.pcm.copy()
+        for at_ms, ms in clicks:
+            segment = pcm[at_ms * 16 : (at_ms + ms) * 16]
+            segment[segment == 0] = -_BASE
+        return MarkedSpeech([pcm], self.units, self.samples, list(self.speech_ranges))
+
     @property
     def pcm(self) -> np.ndarray:
         return np.concatenate(self.parts) if self.parts else np.zeros(0, dtype=np.int16)
